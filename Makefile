@@ -1,0 +1,46 @@
+# The two commands a new user needs: `make demo` and `make test`. Everything is installed from the pinned files.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test lint typecheck unit demo api worker beat flower clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt trainer/requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+demo: venv
+	$(BIN)/python scripts/demo.py
+
+# Services one by one (the demo starts them all for you).
+api: venv
+	$(BIN)/gunicorn -b 127.0.0.1:8080 "api.app:create_app()"
+
+worker: venv
+	$(BIN)/celery -A broker.celery_app worker -l info -c 2
+
+beat: venv
+	$(BIN)/celery -A broker.celery_app beat -l info
+
+flower: venv
+	@test -n "$$FLOWER_BASIC_AUTH" || { echo "FLOWER_BASIC_AUTH=user:password is required: Flower never runs without auth" >&2; exit 2; }
+	$(BIN)/celery -A broker.celery_app flower --basic-auth="$$FLOWER_BASIC_AUTH"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo

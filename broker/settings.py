@@ -1,0 +1,99 @@
+"""The broker's settings, read once from the environment. Every knob the worker, beat and store use lives here."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the broker cannot use."""
+
+
+def _int(env: dict[str, str], key: str, default: int) -> int:
+    try:
+        return int(env.get(key, default))
+    except ValueError as exc:
+        raise SettingsError(f"{key} must be an integer, got {env[key]!r}") from exc
+
+
+def _float(env: dict[str, str], key: str, default: float) -> float:
+    try:
+        return float(env.get(key, default))
+    except ValueError as exc:
+        raise SettingsError(f"{key} must be a number, got {env[key]!r}") from exc
+
+
+def _default_backend(env: dict[str, str]) -> str:
+    """`kubernetes` when a cluster configuration is found, else the embedded `local` backend."""
+    in_cluster = bool(env.get("KUBERNETES_SERVICE_HOST"))
+    kubeconfig = env.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+    return "kubernetes" if in_cluster or Path(kubeconfig).is_file() else "local"
+
+
+@dataclasses.dataclass(frozen=True)
+class Quota:
+    gpus: int
+    jobs: int
+
+
+@dataclasses.dataclass(frozen=True)
+class BrokerSettings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """REDIS_URL: job records, events, quota ledger, and the Celery broker and result store."""
+    key_prefix: str = "tb:"
+    """TRAINER_REDIS_PREFIX: prefix of every key the job store writes."""
+    cluster_backend: str = "local"
+    """TRAINER_CLUSTER_BACKEND: `kubernetes` or `local` (default: kubernetes when a cluster config exists)."""
+    namespace: str = "default"
+    """TRAINER_NAMESPACE: namespace of jobs whose request names none."""
+    sync_interval_s: float = 10.0
+    """TRAINER_SYNC_INTERVAL_S: how often beat syncs cluster status, admits waiting jobs and re-enqueues stale ones."""
+    quotas: dict[str, Quota] = dataclasses.field(default_factory=lambda: {"default": Quota(gpus=64, jobs=20)})
+    """TRAINER_QUOTAS: JSON `{"default": {"gpus": 64, "jobs": 20}, "<namespace>": {...}}`."""
+    submit_max_retries: int = 5
+    """TRAINER_SUBMIT_MAX_RETRIES: transient cluster errors retried this many times before the job fails."""
+    submit_backoff_s: float = 1.0
+    """TRAINER_SUBMIT_BACKOFF_S: first backoff delay; doubles each retry, with jitter."""
+    submit_backoff_max_s: float = 60.0
+    """TRAINER_SUBMIT_BACKOFF_MAX_S: cap on one backoff delay."""
+    vanished_grace_cycles: int = 3
+    """TRAINER_VANISHED_GRACE_CYCLES: sync cycles a submitted job's object may be missing before it is failed."""
+    requeue_after_s: float = 60.0
+    """TRAINER_REQUEUE_AFTER_S: a job still `queued` after this long is enqueued again."""
+
+    def quota_for(self, namespace: str) -> Quota:
+        return self.quotas.get(namespace) or self.quotas["default"]
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> BrokerSettings:
+        env = dict(os.environ if environ is None else environ)
+        return cls(
+            redis_url=env.get("REDIS_URL", cls.redis_url),
+            key_prefix=env.get("TRAINER_REDIS_PREFIX", cls.key_prefix),
+            cluster_backend=env.get("TRAINER_CLUSTER_BACKEND") or _default_backend(env),
+            namespace=env.get("TRAINER_NAMESPACE", cls.namespace),
+            sync_interval_s=_float(env, "TRAINER_SYNC_INTERVAL_S", cls.sync_interval_s),
+            quotas=_quotas(env.get("TRAINER_QUOTAS")),
+            submit_max_retries=_int(env, "TRAINER_SUBMIT_MAX_RETRIES", cls.submit_max_retries),
+            submit_backoff_s=_float(env, "TRAINER_SUBMIT_BACKOFF_S", cls.submit_backoff_s),
+            submit_backoff_max_s=_float(env, "TRAINER_SUBMIT_BACKOFF_MAX_S", cls.submit_backoff_max_s),
+            vanished_grace_cycles=_int(env, "TRAINER_VANISHED_GRACE_CYCLES", cls.vanished_grace_cycles),
+            requeue_after_s=_float(env, "TRAINER_REQUEUE_AFTER_S", cls.requeue_after_s),
+        )
+
+
+def _quotas(raw: str | None) -> dict[str, Quota]:
+    quotas = {"default": Quota(gpus=64, jobs=20)}
+    if not raw:
+        return quotas
+    try:
+        data: Any = json.loads(raw)
+        for namespace, limits in data.items():
+            quotas[namespace] = Quota(gpus=int(limits["gpus"]), jobs=int(limits["jobs"]))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise SettingsError(f'TRAINER_QUOTAS must be JSON like {{"default": {{"gpus": 64, "jobs": 20}}}}: {exc}') from exc
+    return quotas
