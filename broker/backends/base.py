@@ -1,0 +1,34 @@
+"""One interface for every place a PyTorchJob can run.
+
+Backends speak in plain `kubeflow.org/v1` PyTorchJob dicts, exactly as the Kubernetes API returns them
+(`metadata`, `spec`, `status.conditions`, `status.replicaStatuses`, `startTime`, `completionTime`), so the broker's
+status sync maps one shape whatever the backend. They raise only the errors in `broker.backends.errors`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+PyTorchJob = dict[str, Any]
+
+
+class ClusterBackend(Protocol):
+    def create(self, job: PyTorchJob) -> PyTorchJob:
+        """Create the object in `job["metadata"]["namespace"]`; return it as stored. Raises AlreadyExists."""
+        ...
+
+    def get(self, namespace: str, name: str) -> PyTorchJob | None:
+        """The object, or None when it does not exist."""
+        ...
+
+    def list(self, namespace: str, label_selector: str) -> list[PyTorchJob]:
+        """Every object in the namespace matching the selector (all pages)."""
+        ...
+
+    def delete(self, namespace: str, name: str) -> bool:
+        """Delete with background propagation. False when it was already gone (404 is not an error)."""
+        ...
+
+    def gpu_quota_free(self, namespace: str) -> int | None:
+        """GPUs still free under the namespace's ResourceQuota, or None when there is no such quota."""
+        ...
