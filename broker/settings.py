@@ -95,5 +95,6 @@ def _quotas(raw: str | None) -> dict[str, Quota]:
         for namespace, limits in data.items():
             quotas[namespace] = Quota(gpus=int(limits["gpus"]), jobs=int(limits["jobs"]))
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise SettingsError(f'TRAINER_QUOTAS must be JSON like {{"default": {{"gpus": 64, "jobs": 20}}}}: {exc}') from exc
+        example = '{"default": {"gpus": 64, "jobs": 20}}'
+        raise SettingsError(f"TRAINER_QUOTAS must be JSON like {example}: {exc}") from exc
     return quotas
