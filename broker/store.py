@@ -1,0 +1,481 @@
+"""The Redis job store: job records, their event history and the indexes that list them.
+
+Every state change of every job goes through `JobStore.transition` (or its batch form `transition_many`): one Lua
+script that checks the move against `broker.jobs.TRANSITIONS` and the caller's expectations, writes the status and
+timestamps, moves the job between index sets and appends the event, atomically. `create` is one Lua script too, so
+two identical concurrent submissions create one job.
+
+Keys (all under the settings' prefix `p`, `p = "tb:"` by default):
+
+- `p job:<name>` hash: `JobRecord.to_redis()` plus `sort_key`, `namespace`, `framework`, `run_id`.
+- `p events:<name>` list of JSON events `{at, from, to, reason, attempt}`, oldest first.
+- `p idx:all`, `p idx:status:<s>`, `p idx:framework:<f>`, `p idx:run_id:<r>`, `p idx:namespace:<n>`: sorted sets
+  (score 0, ordered by member) of sort keys `<inverted created ms>|<name>`, so ascending member order is newest first
+  and listing pages with `ZRANGE … BYLEX` from an opaque cursor.
+- `p entered:<s>` sorted set: name -> epoch ms when the job entered status `s` (FIFO of `waiting_quota`, staleness
+  of `queued`).
+
+Scripts build the index key names from the prefix, so the store needs a single Redis (not Redis Cluster). Redis
+being down surfaces as `redis.exceptions.ConnectionError`; callers decide what that means (the API answers 503).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from broker.jobs import TERMINAL, TRANSITIONS, JobRecord, JobStatus
+
+# --- errors ----------------------------------------------------------------------------------------------------
+
+
+class StoreError(Exception):
+    """Base of the job store's own errors."""
+
+
+class JobNotFound(StoreError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"job {name!r} not found")
+        self.name = name
+
+
+class JobConflict(StoreError):
+    """A job of that name exists with a different spec. `existing` is that job."""
+
+    def __init__(self, existing: JobRecord) -> None:
+        super().__init__(f"job {existing.name!r} already exists with a different spec")
+        self.existing = existing
+
+
+class IllegalTransition(StoreError):
+    """The move is not in the state machine from the job's current state. `current` is that state."""
+
+    def __init__(self, name: str, current: JobStatus, target: JobStatus, attempt: int, why: str = "") -> None:
+        message = why or f"job {name!r} cannot move from {current} to {target}"
+        super().__init__(message)
+        self.name, self.current, self.target, self.attempt = name, current, target, attempt
+
+
+class StaleTransition(IllegalTransition):
+    """The move is legal, but the job is not in the state (or attempt) the caller expected: it has moved on."""
+
+
+# --- time and keys ---------------------------------------------------------------------------------------------
+
+_SORT_MAX_MS = 10**13 - 1
+
+
+def now_iso(epoch_s: float | None = None) -> str:
+    """UTC timestamp with milliseconds, e.g. `2026-11-29T04:36:00.123Z`."""
+    moment = datetime.fromtimestamp(time.time() if epoch_s is None else epoch_s, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _ms(epoch_s: float) -> int:
+    return int(epoch_s * 1000)
+
+
+def _sort_key(created_ms: int, name: str) -> str:
+    return f"{_SORT_MAX_MS - created_ms:013d}|{name}"
+
+
+def encode_cursor(sort_key: str) -> str:
+    return base64.urlsafe_b64encode(sort_key.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    """The sort key inside an opaque cursor. Raises ValueError for anything the store did not hand out."""
+    try:
+        key = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise ValueError("invalid cursor") from exc
+    head, sep, name = key.partition("|")
+    if not (sep and len(head) == 13 and head.isdigit() and name):
+        raise ValueError("invalid cursor")
+    return key
+
+
+# --- Lua -------------------------------------------------------------------------------------------------------
+
+_CREATE = """
+-- KEYS: job, events, idx:all, idx:status:queued, idx:framework, idx:run_id, idx:namespace, entered:queued
+-- ARGV: spec_hash, sort_key, now_ms, event_json, name, field, value, field, value, ...
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local same = redis.call('HGET', KEYS[1], 'spec_hash') == ARGV[1]
+  return {same and 'exists' or 'conflict', redis.call('HGETALL', KEYS[1])}
+end
+local fields = {}
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+for i = 3, 7 do redis.call('ZADD', KEYS[i], 0, ARGV[2]) end
+redis.call('ZADD', KEYS[8], tonumber(ARGV[3]), ARGV[5])
+redis.call('RPUSH', KEYS[2], ARGV[4])
+return {'created', {}}
+"""
+
+_TRANSITION = """
+-- KEYS: job, events
+-- ARGV: prefix, name, to, now_iso, now_ms, reason, allowed_from_csv, expect_from_csv, expect_attempt,
+--       terminal_csv, field, value, ...
+local job, p, name, to, now = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local function has(csv, s) return string.find(',' .. csv .. ',', ',' .. s .. ',', 1, true) ~= nil end
+local cur = redis.call('HGET', job, 'status')
+if not cur then return {'missing'} end
+local attempt = tonumber(redis.call('HGET', job, 'attempt'))
+if not has(ARGV[7], cur) then return {'illegal', cur, attempt} end
+if ARGV[8] ~= '*' and not has(ARGV[8], cur) then return {'unexpected', cur, attempt} end
+if ARGV[9] ~= '' and tonumber(ARGV[9]) ~= attempt then return {'attempt', cur, attempt} end
+local set = {status = to, updated_at = now, detail = ARGV[6]}
+if to == 'queued' and (cur == 'failed' or cur == 'cancelled') then
+  attempt = attempt + 1
+  set.attempt = tostring(attempt)
+  set.submitted_at, set.started_at, set.finished_at, set.cluster_object = '', '', '', ''
+end
+if to == 'queued' or to == 'waiting_quota' then set.enqueued_at = now end
+if to == 'submitted' then set.submitted_at = now end
+if to == 'running' and (redis.call('HGET', job, 'started_at') or '') == '' then set.started_at = now end
+if has(ARGV[10], to) then set.finished_at = now end
+for i = 11, #ARGV, 2 do set[ARGV[i]] = ARGV[i + 1] end
+local flat = {}
+for k, v in pairs(set) do flat[#flat + 1] = k; flat[#flat + 1] = v end
+redis.call('HSET', job, unpack(flat))
+attempt = tonumber(set.attempt or attempt)
+local sk = redis.call('HGET', job, 'sort_key')
+redis.call('ZREM', p .. 'idx:status:' .. cur, sk)
+redis.call('ZADD', p .. 'idx:status:' .. to, 0, sk)
+redis.call('ZREM', p .. 'entered:' .. cur, name)
+redis.call('ZADD', p .. 'entered:' .. to, tonumber(ARGV[5]), name)
+local event = {at = now, from = cur, to = to, reason = ARGV[6], attempt = attempt}
+redis.call('RPUSH', KEYS[2], cjson.encode(event))
+return {'ok', redis.call('HGETALL', job)}
+"""
+
+_UPDATE = """
+-- KEYS: job; ARGV: now_iso, field, value, ...
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[1], unpack(ARGV, 2))
+return {'ok', redis.call('HGETALL', KEYS[1])}
+"""
+
+#: Fields only the store writes; `update` and `transition(**fields)` refuse them.
+_PROTECTED = frozenset(
+    {"name", "spec", "spec_hash", "status", "created_at", "updated_at", "sort_key", "namespace", "framework", "run_id"}
+)
+_TERMINAL_CSV = ",".join(sorted(TERMINAL))
+_LIST_BATCH = 200
+
+
+def _sources(target: JobStatus) -> str:
+    return ",".join(sorted(src for src, dsts in TRANSITIONS.items() if target in dsts))
+
+
+def _pairs(raw: Any) -> dict[str, str]:
+    """A Lua HGETALL reply (flat list) as a dict."""
+    items = list(raw)
+    return dict(zip(items[::2], items[1::2], strict=True))
+
+
+def _flat(fields: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    for key, value in fields.items():
+        out += [key, "" if value is None else str(value)]
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """One requested transition, for `transition_many`. Same meaning as `JobStore.transition`'s arguments."""
+
+    name: str
+    to: JobStatus
+    reason: str
+    expect_from: frozenset[JobStatus] | None = None
+    expect_attempt: int | None = None
+    fields: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class JobStore:
+    """Job records, events and indexes in Redis. `redis_client` must use `decode_responses=True`."""
+
+    def __init__(self, redis_client: redis.Redis, prefix: str = "tb:") -> None:
+        if not redis_client.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError("JobStore needs a Redis client created with decode_responses=True")
+        self.redis = redis_client
+        self.prefix = prefix
+        self._create = redis_client.register_script(_CREATE)
+        self._transition = redis_client.register_script(_TRANSITION)
+        self._update = redis_client.register_script(_UPDATE)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "tb:") -> JobStore:
+        return cls(redis.Redis.from_url(url, decode_responses=True), prefix)
+
+    # keys
+    def job_key(self, name: str) -> str:
+        return f"{self.prefix}job:{name}"
+
+    def events_key(self, name: str) -> str:
+        return f"{self.prefix}events:{name}"
+
+    def _idx(self, kind: str, value: str | None = None) -> str:
+        return f"{self.prefix}idx:{kind}" if value is None else f"{self.prefix}idx:{kind}:{value}"
+
+    def _entered(self, status: JobStatus | str) -> str:
+        return f"{self.prefix}entered:{status}"
+
+    # --- create and read ---------------------------------------------------------------------------------------
+
+    def create(self, record: JobRecord) -> tuple[JobRecord, bool]:
+        """Store a new `queued` job, atomically. Returns `(record, True)` when created, `(existing, False)` when a
+        job of that name exists with the same spec hash; raises `JobConflict(existing)` when its spec differs.
+
+        Status, timestamps and spec hash of `record` are set here; the first event is `created` (→ queued).
+        """
+        epoch = time.time()
+        now, now_ms = now_iso(epoch), _ms(epoch)
+        record = dataclasses.replace(
+            record,
+            status=JobStatus.QUEUED,
+            created_at=now,
+            updated_at=now,
+            enqueued_at=now,
+            detail=record.detail or "queued",
+            spec_hash=record.spec_hash or record.spec.spec_hash(),
+        )
+        sort_key = _sort_key(now_ms, record.name)
+        fields = record.to_redis() | {
+            "sort_key": sort_key,
+            "namespace": record.namespace,
+            "framework": record.framework,
+            "run_id": record.run_id,
+        }
+        event = {"at": now, "from": None, "to": "queued", "reason": "created", "attempt": record.attempt}
+        keys = [
+            self.job_key(record.name),
+            self.events_key(record.name),
+            self._idx("all"),
+            self._idx("status", JobStatus.QUEUED),
+            self._idx("framework", record.framework),
+            self._idx("run_id", record.run_id),
+            self._idx("namespace", record.namespace),
+            self._entered(JobStatus.QUEUED),
+        ]
+        args: list[Any] = [record.spec_hash, sort_key, now_ms, json.dumps(event), record.name, *_flat(fields)]
+        outcome, raw = self._create(keys=keys, args=args)
+        if outcome == "created":
+            return record, True
+        existing = JobRecord.from_redis(_pairs(raw))
+        if outcome == "exists":
+            return existing, False
+        raise JobConflict(existing)
+
+    def get(self, name: str) -> JobRecord | None:
+        raw = self.redis.hgetall(self.job_key(name))
+        return JobRecord.from_redis(raw) if raw else None  # type: ignore[arg-type]
+
+    def require(self, name: str) -> JobRecord:
+        record = self.get(name)
+        if record is None:
+            raise JobNotFound(name)
+        return record
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """The job's transitions, oldest first: `{at, from, to, reason, attempt}` each."""
+        return [json.loads(item) for item in self.redis.lrange(self.events_key(name), 0, -1)]  # type: ignore[union-attr]
+
+    # --- state changes -----------------------------------------------------------------------------------------
+
+    def transition(
+        self,
+        name: str,
+        to: JobStatus | str,
+        *,
+        reason: str,
+        expect_from: Iterable[JobStatus | str] | None = None,
+        expect_attempt: int | None = None,
+        **fields: Any,
+    ) -> JobRecord:
+        """Move job `name` to `to`, atomically, and append the event. The one way any status changes.
+
+        The move must be in `TRANSITIONS`; when given, the current status must be in `expect_from` and the current
+        attempt equal `expect_attempt`. `detail` becomes `reason` unless given in `fields`; other `fields` (such as
+        `cluster_object`) are written too. Timestamps follow the target: `submitted_at`, `started_at` (first
+        `running` only), `finished_at` (terminal), `enqueued_at` (`queued`, `waiting_quota`). A retry (`failed` or
+        `cancelled` → `queued`) increments `attempt` and clears the previous attempt's timestamps and object.
+
+        Raises JobNotFound, IllegalTransition (not in the state machine) or StaleTransition (expectation not met).
+        """
+        change = Change(name, JobStatus(to), reason, _statuses(expect_from), expect_attempt, fields)
+        result = self._run_transition(change, self.redis)
+        return self._transition_result(change, result)
+
+    def transition_many(self, changes: Sequence[Change]) -> list[JobRecord | StoreError]:
+        """Apply many transitions in one pipeline (one round trip); each is atomic on its own.
+
+        Returns, per change in order, the new record or the `StoreError` that refused it.
+        """
+        if not changes:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for change in changes:
+            self._run_transition(change, pipe)
+        results = pipe.execute()
+        out: list[JobRecord | StoreError] = []
+        for change, result in zip(changes, results, strict=True):
+            try:
+                out.append(self._transition_result(change, result))
+            except StoreError as exc:
+                out.append(exc)
+        return out
+
+    def update(self, name: str, **fields: Any) -> JobRecord:
+        """Write non-status fields (such as `detail` while waiting for quota) without a transition or an event."""
+        refused = _PROTECTED.intersection(fields) | ({"enqueued_at", "attempt"} & fields.keys())
+        if refused:
+            raise ValueError(f"update cannot write {sorted(refused)}; use transition")
+        if not fields:
+            return self.require(name)
+        result = self._update(keys=[self.job_key(name)], args=[now_iso(), *_flat(fields)])
+        if result[0] == "missing":
+            raise JobNotFound(name)
+        return JobRecord.from_redis(_pairs(result[1]))
+
+    def _run_transition(self, change: Change, client: Any) -> Any:
+        refused = _PROTECTED.intersection(change.fields)
+        if refused:
+            raise ValueError(f"transition cannot write {sorted(refused)}")
+        to = JobStatus(change.to)
+        epoch = time.time()
+        fields = dict(change.fields)
+        detail = fields.pop("detail", None)
+        args = [
+            self.prefix,
+            change.name,
+            to.value,
+            now_iso(epoch),
+            _ms(epoch),
+            change.reason,
+            _sources(to),
+            "*" if change.expect_from is None else ",".join(sorted(JobStatus(s) for s in change.expect_from)),
+            "" if change.expect_attempt is None else change.expect_attempt,
+            _TERMINAL_CSV,
+            *_flat(fields),
+        ]
+        if detail is not None:
+            args += ["detail", str(detail)]
+        keys = [self.job_key(change.name), self.events_key(change.name)]
+        return self._transition(keys=keys, args=args, client=client)
+
+    @staticmethod
+    def _transition_result(change: Change, result: Any) -> JobRecord:
+        if isinstance(result, Exception):
+            raise result
+        outcome = result[0]
+        if outcome == "ok":
+            return JobRecord.from_redis(_pairs(result[1]))
+        if outcome == "missing":
+            raise JobNotFound(change.name)
+        current, attempt = JobStatus(result[1]), int(result[2])
+        if outcome == "illegal":
+            raise IllegalTransition(change.name, current, change.to, attempt)
+        why = f"job {change.name!r} is {current} (attempt {attempt}), not as expected for the move to {change.to}"
+        raise StaleTransition(change.name, current, change.to, attempt, why)
+
+    # --- listing and the broker's queries ----------------------------------------------------------------------
+
+    def list_jobs(
+        self,
+        *,
+        status: JobStatus | str | None = None,
+        framework: str | None = None,
+        run_id: str | None = None,
+        namespace: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[JobRecord], str | None]:
+        """Jobs newest first (by creation time, then name), filtered; returns `(page, next_cursor or None)`.
+
+        The most selective index given is scanned; other filters are checked on the records. Raises ValueError
+        for a cursor this store did not hand out.
+        """
+        given = {"status": status, "framework": framework, "run_id": run_id, "namespace": namespace}
+        wanted = {k: str(v) for k, v in given.items() if v is not None}
+        kind = next((k for k in ("status", "run_id", "namespace", "framework") if k in wanted), None)
+        index = self._idx(kind, wanted[kind]) if kind else self._idx("all")
+        start = "(" + decode_cursor(cursor) if cursor else "-"
+        page: list[tuple[str, JobRecord]] = []
+        while len(page) <= limit:
+            keys: list[str] = self.redis.zrange(index, start, "+", bylex=True, offset=0, num=_LIST_BATCH)  # type: ignore[assignment]
+            if not keys:
+                break
+            for key, rec in zip(keys, self._load(keys), strict=True):
+                if rec is not None and _matches(rec, wanted):
+                    page.append((key, rec))
+            start = "(" + keys[-1]
+        if len(page) > limit:
+            return [rec for _, rec in page[:limit]], encode_cursor(page[limit - 1][0])
+        return [rec for _, rec in page], None
+
+    def _load(self, sort_keys: list[str]) -> list[JobRecord | None]:
+        pipe = self.redis.pipeline(transaction=False)
+        for key in sort_keys:
+            pipe.hgetall(self.job_key(key.partition("|")[2]))
+        return [JobRecord.from_redis(raw) if raw else None for raw in pipe.execute()]
+
+    def names_in(self, *statuses: JobStatus | str) -> list[str]:
+        """Names of jobs in any of `statuses`, in the order they entered it (FIFO: for `waiting_quota` that is the
+        order of `enqueued_at`)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for status in statuses:
+            pipe.zrange(self._entered(JobStatus(status)), 0, -1, withscores=True)
+        entries = [(score, name) for result in pipe.execute() for name, score in result]
+        return [name for _, name in sorted(entries)]
+
+    def by_namespace(self, *statuses: JobStatus | str) -> dict[str, list[str]]:
+        """Names of jobs in any of `statuses`, grouped by namespace (one LIST per namespace for the status sync)."""
+        names = self.names_in(*statuses)
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hget(self.job_key(name), "namespace")
+        grouped: dict[str, list[str]] = {}
+        for name, namespace in zip(names, pipe.execute(), strict=True):
+            if namespace is not None:
+                grouped.setdefault(namespace, []).append(name)
+        return grouped
+
+    def stale_queued(self, older_than_s: float) -> list[str]:
+        """Jobs `queued` for more than `older_than_s` (or since their last `mark_requeued`), oldest first."""
+        cutoff = _ms(time.time() - older_than_s)
+        return list(self.redis.zrangebyscore(self._entered(JobStatus.QUEUED), "-inf", cutoff))  # type: ignore[arg-type]
+
+    def mark_requeued(self, names: Iterable[str]) -> None:
+        """Restart the staleness clock of queued jobs just re-enqueued (their `enqueued_at` and FIFO place stay)."""
+        now_ms = _ms(time.time())
+        mapping = {name: now_ms for name in names}
+        if mapping:
+            self.redis.zadd(self._entered(JobStatus.QUEUED), mapping, xx=True)
+
+    def count_by_status(self) -> dict[str, int]:
+        """How many jobs are in each status (for metrics)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for status in JobStatus:
+            pipe.zcard(self._idx("status", status))
+        return {status.value: int(n) for status, n in zip(JobStatus, pipe.execute(), strict=True)}
+
+
+def _statuses(values: Iterable[JobStatus | str] | None) -> frozenset[JobStatus] | None:
+    return None if values is None else frozenset(JobStatus(v) for v in values)
+
+
+def _matches(record: JobRecord, wanted: dict[str, str]) -> bool:
+    actual = {"status": record.status.value, "framework": record.framework, "run_id": record.run_id,
+              "namespace": record.namespace}
+    return all(actual[key] == value for key, value in wanted.items())
