@@ -27,6 +27,13 @@ def _float(env: dict[str, str], key: str, default: float) -> float:
         raise SettingsError(f"{key} must be a number, got {env[key]!r}") from exc
 
 
+def _choice(env: dict[str, str], key: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(key, default)
+    if value not in allowed:
+        raise SettingsError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
 def _default_backend(env: dict[str, str]) -> str:
     """`kubernetes` when a cluster configuration is found, else the embedded `local` backend."""
     in_cluster = bool(env.get("KUBERNETES_SERVICE_HOST"))
@@ -64,6 +71,21 @@ class BrokerSettings:
     """TRAINER_VANISHED_GRACE_CYCLES: sync cycles a submitted job's object may be missing before it is failed."""
     requeue_after_s: float = 60.0
     """TRAINER_REQUEUE_AFTER_S: a job still `queued` after this long is enqueued again."""
+    job_backoff_limit: int = 3
+    """TRAINER_JOB_BACKOFF_LIMIT: the PyTorchJob's `runPolicy.backoffLimit` (pod restarts before it fails)."""
+    job_clean_pod_policy: str = "Running"
+    """TRAINER_JOB_CLEAN_POD_POLICY: `runPolicy.cleanPodPolicy` — `None`, `Running` or `All`."""
+    job_ttl_s: int | None = None
+    """TRAINER_JOB_TTL_S: `runPolicy.ttlSecondsAfterFinished`; unset keeps finished objects (history is in Redis)."""
+    kube_request_timeout_s: float = 30.0
+    """TRAINER_KUBE_TIMEOUT_S: timeout of one Kubernetes API request (connect + read)."""
+    kube_list_page_size: int = 500
+    """TRAINER_KUBE_LIST_PAGE_SIZE: `limit` of one LIST page; the sync follows `continue` to the end."""
+    visibility_timeout_s: int = 3600
+    """TRAINER_VISIBILITY_TIMEOUT_S: Redis transport visibility timeout — an unacknowledged task (its worker died)
+    is delivered again after this long. Must exceed the longest task (a submit with all its retries)."""
+    flower_basic_auth: str | None = None
+    """FLOWER_BASIC_AUTH: `user:password[,user2:password2]`; Flower refuses to start without it."""
 
     def quota_for(self, namespace: str) -> Quota:
         return self.quotas.get(namespace) or self.quotas["default"]
@@ -83,6 +105,14 @@ class BrokerSettings:
             submit_backoff_max_s=_float(env, "TRAINER_SUBMIT_BACKOFF_MAX_S", cls.submit_backoff_max_s),
             vanished_grace_cycles=_int(env, "TRAINER_VANISHED_GRACE_CYCLES", cls.vanished_grace_cycles),
             requeue_after_s=_float(env, "TRAINER_REQUEUE_AFTER_S", cls.requeue_after_s),
+            job_backoff_limit=_int(env, "TRAINER_JOB_BACKOFF_LIMIT", cls.job_backoff_limit),
+            job_clean_pod_policy=_choice(env, "TRAINER_JOB_CLEAN_POD_POLICY", cls.job_clean_pod_policy,
+                                         ("None", "Running", "All")),
+            job_ttl_s=_int(env, "TRAINER_JOB_TTL_S", 0) if env.get("TRAINER_JOB_TTL_S") else None,
+            kube_request_timeout_s=_float(env, "TRAINER_KUBE_TIMEOUT_S", cls.kube_request_timeout_s),
+            kube_list_page_size=_int(env, "TRAINER_KUBE_LIST_PAGE_SIZE", cls.kube_list_page_size),
+            visibility_timeout_s=_int(env, "TRAINER_VISIBILITY_TIMEOUT_S", cls.visibility_timeout_s),
+            flower_basic_auth=env.get("FLOWER_BASIC_AUTH") or None,
         )
 
 
