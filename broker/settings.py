@@ -71,6 +71,10 @@ class BrokerSettings:
     """TRAINER_VANISHED_GRACE_CYCLES: sync cycles a submitted job's object may be missing before it is failed."""
     requeue_after_s: float = 60.0
     """TRAINER_REQUEUE_AFTER_S: a job still `queued` after this long is enqueued again."""
+    local_workdir: str = str(Path.home() / ".local" / "state" / "training-broker" / "jobs")
+    """TRAINER_LOCAL_WORKDIR: the local backend's jobs (state, replica logs); the worker and the API must share it."""
+    local_terminate_grace_s: float = 10.0
+    """TRAINER_LOCAL_TERMINATE_GRACE_S: local backend: seconds between SIGTERM and SIGKILL when a job is deleted."""
     job_backoff_limit: int = 3
     """TRAINER_JOB_BACKOFF_LIMIT: the PyTorchJob's `runPolicy.backoffLimit` (pod restarts before it fails)."""
     job_clean_pod_policy: str = "Running"
@@ -105,6 +109,8 @@ class BrokerSettings:
             submit_backoff_max_s=_float(env, "TRAINER_SUBMIT_BACKOFF_MAX_S", cls.submit_backoff_max_s),
             vanished_grace_cycles=_int(env, "TRAINER_VANISHED_GRACE_CYCLES", cls.vanished_grace_cycles),
             requeue_after_s=_float(env, "TRAINER_REQUEUE_AFTER_S", cls.requeue_after_s),
+            local_workdir=env.get("TRAINER_LOCAL_WORKDIR") or cls.local_workdir,
+            local_terminate_grace_s=_float(env, "TRAINER_LOCAL_TERMINATE_GRACE_S", cls.local_terminate_grace_s),
             job_backoff_limit=_int(env, "TRAINER_JOB_BACKOFF_LIMIT", cls.job_backoff_limit),
             job_clean_pod_policy=_choice(env, "TRAINER_JOB_CLEAN_POD_POLICY", cls.job_clean_pod_policy,
                                          ("None", "Running", "All")),
