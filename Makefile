@@ -3,10 +3,16 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# newman (runs the Postman collection in tests/kit) from the committed package-lock.json.
+NODE_STAMP := node_modules/.installed
 
 .PHONY: venv test lint typecheck unit demo api worker beat flower clean
 
 venv: $(STAMP)
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt trainer/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +26,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-unit: venv
+unit: venv $(NODE_STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck unit

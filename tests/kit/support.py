@@ -1,0 +1,184 @@
+"""What the kit's tests read: the rendered manifests, the compose file, and the env names the code really reads.
+
+Everything here is derived from the repository as it is (the settings modules' source, `kubectl kustomize k8s/`), so
+a test built on it fails as soon as a manifest, a doc or the code moves without the others.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import functools
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+# The settings modules: the only places that read the environment (tests/kit/test_env_names.py enforces it).
+SERVICE_SETTINGS = ("broker/settings.py", "api/settings.py")
+TRAINER_SETTINGS = ("trainer/config.py",)
+
+# Names read by libraries the service image runs (not by our settings code), each proved by a test that sets the
+# variable and observes the library use it (tests/kit/test_env_names.py).
+LIBRARY_ENV = {
+    "AWS_ENDPOINT_URL": "boto3: endpoint of the S3-compatible store",
+    "AWS_ACCESS_KEY_ID": "boto3: access key",
+    "AWS_SECRET_ACCESS_KEY": "boto3: secret key",
+    "AWS_DEFAULT_REGION": "boto3: region",
+}
+
+# The one image api, worker, beat and flower run (kustomize `images` name in k8s/kustomization.yaml).
+SERVICE_IMAGE_NAME = "training-broker"
+
+# The commands every deployment must run, by role: argv prefixes (api's last word is the app factory).
+ROLE_PREFIX = {
+    "api": ["gunicorn"],
+    "worker": ["celery", "-A", "broker.celery_app", "worker"],
+    "beat": ["celery", "-A", "broker.celery_app", "beat"],
+    "flower": ["celery", "-A", "broker.celery_app", "flower"],
+}
+API_APP_SPEC = "api.app:create_app()"
+
+_ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]{2,}")
+
+
+def _docstring_nodes(tree: ast.AST) -> set[int]:
+    """ids of the Constant nodes that are docstrings (module, class, function or attribute docstrings)."""
+    ids: set[int] = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list):
+            for stmt in body:
+                if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+                    ids.add(id(stmt.value))
+    return ids
+
+
+def env_names_in(path: str) -> set[str]:
+    """Every UPPER_CASE string constant in a settings module's code (docstrings excluded): the env names it reads."""
+    tree = ast.parse((ROOT / path).read_text(), filename=path)
+    docstrings = _docstring_nodes(tree)
+    return {
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+        and _ENV_NAME.fullmatch(node.value)
+    }
+
+
+def service_env_names() -> set[str]:
+    """Env names the service processes (api, worker, beat, flower) read through their settings objects."""
+    return set().union(*(env_names_in(p) for p in SERVICE_SETTINGS if (ROOT / p).exists()))
+
+
+def trainer_env_names() -> set[str]:
+    return set().union(*(env_names_in(p) for p in TRAINER_SETTINGS if (ROOT / p).exists()))
+
+
+def documented_fields(path: str) -> list[tuple[str, str, str]]:
+    """(ENV_NAME, default source, meaning) for each dataclass field whose docstring starts `ENV_NAME: meaning`."""
+    tree = ast.parse((ROOT / path).read_text(), filename=path)
+    rows: list[tuple[str, str, str]] = []
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+        body = cls.body
+        for field, doc in zip(body, body[1:], strict=False):
+            if not (isinstance(field, ast.AnnAssign) and isinstance(doc, ast.Expr)
+                    and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str)):
+                continue
+            match = re.match(r"([A-Z][A-Z0-9_]+): (.*)", doc.value.value, re.S)
+            if match:
+                default = ast.unparse(field.value) if field.value is not None else ""
+                rows.append((match[1], default, " ".join(match[2].split())))
+    return rows
+
+
+@functools.cache
+def rendered() -> tuple[dict[str, Any], ...]:
+    """`kubectl kustomize k8s/` parsed: every object the base creates."""
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl must be on PATH to render k8s/"
+    out = subprocess.run([kubectl, "kustomize", str(ROOT / "k8s")], check=True, capture_output=True, text=True)
+    return tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
+
+
+def objects(kind: str) -> list[dict[str, Any]]:
+    return [o for o in rendered() if o["kind"] == kind]
+
+
+def obj(kind: str, name: str) -> dict[str, Any]:
+    found = [o for o in objects(kind) if o["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected exactly one {kind}/{name}, found {len(found)}"
+    return found[0]
+
+
+def workloads() -> list[dict[str, Any]]:
+    return [o for o in rendered() if o["kind"] in {"Deployment", "StatefulSet"}]
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = workload["spec"]["template"]["spec"]
+    return spec
+
+
+def service_containers() -> Iterator[tuple[str, dict[str, Any]]]:
+    """(workload name, container) for every container that runs the service image."""
+    for workload in workloads():
+        for container in pod_spec(workload)["containers"]:
+            image = container["image"].rsplit(":", 1)[0]
+            if image.split("/")[-1] == SERVICE_IMAGE_NAME:
+                yield workload["metadata"]["name"], container
+
+
+def _config_data(kind: str, name: str) -> dict[str, str]:
+    found = obj(kind, name)
+    data = dict(found.get("stringData") or {})
+    for key, value in (found.get("data") or {}).items():
+        data[key] = base64.b64decode(value).decode() if kind == "Secret" else value
+    return data
+
+
+def container_env(container: dict[str, Any]) -> dict[str, str]:
+    """The environment a container gets: envFrom ConfigMaps/Secrets, then `env` (values or `<secret>` refs)."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom") or []:
+        if "configMapRef" in source:
+            env.update(_config_data("ConfigMap", source["configMapRef"]["name"]))
+        if "secretRef" in source:
+            env.update(_config_data("Secret", source["secretRef"]["name"]))
+    for var in container.get("env") or []:
+        ref = (var.get("valueFrom") or {}).get("secretKeyRef")
+        if ref:
+            env[var["name"]] = _config_data("Secret", ref["name"])[ref["key"]]
+        elif "value" in var:
+            env[var["name"]] = var["value"]
+        else:
+            env[var["name"]] = "<fieldRef>"
+    return env
+
+
+def container_role(argv: list[str]) -> str:
+    """Which of api/worker/beat/flower an argv runs (AssertionError when none)."""
+    for role, prefix in ROLE_PREFIX.items():
+        if argv[: len(prefix)] == prefix:
+            return role
+    raise AssertionError(f"not a known service command: {argv}")
+
+
+@functools.cache
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return data
+
+
+def compose_service_image(service: dict[str, Any]) -> bool:
+    """True for compose services built from the root Dockerfile (the service image)."""
+    build = service.get("build") or {}
+    return isinstance(build, dict) and build.get("dockerfile") == "Dockerfile" and build.get("context") == "."
