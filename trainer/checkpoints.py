@@ -1,0 +1,261 @@
+"""Crash-safe checkpoints under `<prefix>/checkpoints/`, whatever the framework's native format.
+
+Layout (paths relative to the checkpoints URI):
+    <name>/...                  the checkpoint's files (HF `checkpoint-10/`, Lightning `step=10.ckpt`, meta `...pt`)
+    step-000010.json            the manifest: step, name, files with sizes, created time — written LAST
+    latest.json                 a pointer to the newest manifest, updated after it (a hint; manifests are the truth)
+
+A checkpoint counts only once its manifest exists and every file it lists is present with the listed size, so a run
+killed mid-upload leaves an ignored, half-uploaded checkpoint. Finding the latest reads the pointer, then lists only
+manifests after it (`step-*.json` keys sort by step); it never lists every checkpoint's files.
+
+Uploads run in one background thread beside training: `save()` returns once the previous upload has finished (at
+most one in flight) and the new one has started. The files handed to `save()` must stay unchanged until that upload
+ends (i.e. until the next `save()`, `wait()` or `close()` returns). Only the ranks that own data call `save()`:
+rank 0 normally, or each rank for its own shard in sharded formats (then give each rank distinct file names and
+have one rank write the manifest — see `save(..., write_manifest=False)`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from trainer.config import join_uri
+from trainer.storage import ObjectNotFound, Storage, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+POINTER = "latest.json"
+_MANIFEST_RE = re.compile(r"step-(\d+)\.json$")
+
+
+def manifest_name(step: int) -> str:
+    return f"step-{step:06d}.json"
+
+
+@dataclass(frozen=True)
+class CheckpointFile:
+    path: str  # relative to the checkpoints URI
+    size: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What one complete checkpoint holds. `name` is the checkpoint's own relative path (a folder or one file)."""
+
+    step: int
+    name: str
+    files: tuple[CheckpointFile, ...]
+    created_at: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step, "name": self.name, "created_at": self.created_at,
+                "files": [{"path": f.path, "size": f.size} for f in self.files], "metadata": dict(self.metadata)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Manifest:
+        return cls(step=int(data["step"]), name=str(data["name"]), created_at=str(data.get("created_at", "")),
+                   files=tuple(CheckpointFile(str(f["path"]), int(f["size"])) for f in data["files"]),
+                   metadata=dict(data.get("metadata") or {}))
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """A downloaded checkpoint: `path` is the local copy of `manifest.name` (a folder or a file)."""
+
+    step: int
+    path: Path
+    manifest: Manifest
+
+
+class CheckpointManager:
+    """Save, find, download and prune checkpoints under `checkpoints_uri` (see the module docstring).
+
+    `keep`: keep only the newest `keep` complete checkpoints (None keeps all); the newest is never deleted.
+    """
+
+    def __init__(self, storage: Storage, checkpoints_uri: str, keep: int | None = None) -> None:
+        if keep is not None and keep < 1:
+            raise ValueError("keep must be >= 1")
+        self.storage = storage
+        self.uri = checkpoints_uri.rstrip("/")
+        self.keep = keep
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.upload_seconds = 0.0  # total time spent uploading (reported by runners)
+
+    # -- saving --------------------------------------------------------------------------------------------------
+    def save(self, step: int, source: Path | Mapping[str, Path], name: str | None = None, *,
+             metadata: Mapping[str, Any] | None = None, write_manifest: bool = True, blocking: bool = False) -> None:
+        """Upload one checkpoint in the background, then write its manifest, the pointer, and apply retention.
+
+        `source`: a folder (every file under it goes to `<name>/<relative path>`, name defaulting to the folder's
+        name), one file (to `<name>`, defaulting to its file name), or a mapping of relative path -> local file.
+        Waits for the previous upload first; re-raises its error if it failed. `blocking=True` waits for this one too.
+        """
+        self.wait()
+        files = _collect(source, name)
+        ckpt_name = name or (source.name if isinstance(source, Path) else _common_root(files))
+        meta = dict(metadata or {})
+        self._thread = threading.Thread(target=self._upload_guarded, name=f"checkpoint-upload-{step}", daemon=True,
+                                        args=(step, ckpt_name, files, meta, write_manifest))
+        self._thread.start()
+        if blocking:
+            self.wait()
+
+    def wait(self) -> None:
+        """Block until the upload in flight (if any) is done; raise its error if it failed."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise RuntimeError("checkpoint upload failed") from error
+
+    def close(self) -> None:
+        """Final flush: wait for the last upload (call before the process exits)."""
+        self.wait()
+
+    def _upload_guarded(self, step: int, name: str, files: dict[str, Path], meta: dict[str, Any],
+                        write_manifest: bool) -> None:
+        try:
+            self._upload(step, name, files, meta, write_manifest)
+        except BaseException as exc:  # handed to the training thread by wait()
+            log.exception("checkpoint step %d upload failed", step)
+            self._error = exc
+
+    def _upload(self, step: int, name: str, files: dict[str, Path], meta: dict[str, Any],
+                write_manifest: bool) -> None:
+        started = time.monotonic()
+        listed = []
+        for rel, local in sorted(files.items()):
+            size = local.stat().st_size
+            self.storage.put_file(local, self._join(rel))
+            listed.append(CheckpointFile(rel, size))
+        if write_manifest:
+            created = datetime.now(UTC).isoformat(timespec="seconds")
+            manifest = Manifest(step, name, tuple(listed), created, meta)
+            write_json(self.storage, self._join(manifest_name(step)), manifest.to_json())
+            write_json(self.storage, self._join(POINTER), {"step": step, "manifest": manifest_name(step)})
+        elapsed = time.monotonic() - started
+        self.upload_seconds += elapsed
+        total = sum(f.size for f in listed)
+        log.info("checkpoint step %d uploaded: %d files, %.1f MiB in %.2fs -> %s", step, len(listed),
+                 total / 2**20, elapsed, self._join(name))
+        if write_manifest and self.keep is not None:
+            self._prune(step)
+
+    def write_manifest(self, step: int, name: str, files: Mapping[str, int],
+                       metadata: Mapping[str, Any] | None = None) -> None:
+        """Write the manifest + pointer for files already uploaded (e.g. by several ranks), sizes given."""
+        created = datetime.now(UTC).isoformat(timespec="seconds")
+        listed = tuple(CheckpointFile(rel, size) for rel, size in sorted(files.items()))
+        write_json(self.storage, self._join(manifest_name(step)),
+                   Manifest(step, name, listed, created, dict(metadata or {})).to_json())
+        write_json(self.storage, self._join(POINTER), {"step": step, "manifest": manifest_name(step)})
+
+    # -- finding -------------------------------------------------------------------------------------------------
+    def latest(self) -> Manifest | None:
+        """The complete checkpoint with the highest step, or None.
+
+        Reads the pointer, then lists only the manifests after it (newer ones whose pointer update was lost), and
+        checks candidates newest first. Only when the pointer is missing or names nothing complete does it list all
+        manifests. A manifest whose files are missing or short is skipped.
+        """
+        hint = self._pointer()
+        after = self._join(manifest_name(hint)) if hint is not None else None
+        candidates = self._manifest_steps(start_after=after)
+        if hint is not None:
+            candidates.add(hint)
+        found = self._first_complete(sorted(candidates, reverse=True))
+        if found is None and hint is not None:
+            found = self._first_complete(sorted(self._manifest_steps(), reverse=True))
+        return found
+
+    def complete_steps(self) -> list[int]:
+        """Steps of every complete checkpoint, ascending (lists all manifests; for tests and tools)."""
+        return sorted(s for s in self._manifest_steps() if self._load_complete(s) is not None)
+
+    def manifest(self, step: int) -> Manifest | None:
+        try:
+            return Manifest.from_json(read_json(self.storage, self._join(manifest_name(step))))
+        except ObjectNotFound:
+            return None
+
+    def is_complete(self, manifest: Manifest) -> bool:
+        return all(self.storage.size(self._join(f.path)) == f.size for f in manifest.files)
+
+    def _pointer(self) -> int | None:
+        try:
+            return int(read_json(self.storage, self._join(POINTER))["step"])
+        except (ObjectNotFound, KeyError, TypeError, ValueError):
+            return None
+
+    def _manifest_steps(self, start_after: str | None = None) -> set[int]:
+        steps = set()
+        for uri in self.storage.list(self._join("step-"), start_after=start_after):
+            match = _MANIFEST_RE.search(uri)
+            if match:
+                steps.add(int(match.group(1)))
+        return steps
+
+    def _first_complete(self, steps: list[int]) -> Manifest | None:
+        for step in steps:
+            manifest = self._load_complete(step)
+            if manifest is not None:
+                return manifest
+            log.warning("checkpoint step %d is incomplete (manifest or files missing); skipped", step)
+        return None
+
+    def _load_complete(self, step: int) -> Manifest | None:
+        try:
+            manifest = self.manifest(step)
+        except (ValueError, KeyError, TypeError):
+            return None
+        return manifest if manifest is not None and self.is_complete(manifest) else None
+
+    # -- downloading and pruning ---------------------------------------------------------------------------------
+    def download(self, manifest: Manifest, local_dir: Path) -> Path:
+        """Download every file of `manifest` under `local_dir`; returns `local_dir / manifest.name`."""
+        for item in manifest.files:
+            self.storage.get_file(self._join(item.path), local_dir / item.path)
+        return local_dir / manifest.name
+
+    def _prune(self, newest: int) -> None:
+        assert self.keep is not None
+        steps = sorted((s for s in self._manifest_steps() if s <= newest), reverse=True)
+        for step in steps[self.keep:]:
+            manifest = self.manifest(step)
+            # The manifest goes first: from then on the checkpoint no longer counts, even if deletion stops midway.
+            self.storage.delete(self._join(manifest_name(step)))
+            for item in manifest.files if manifest else ():
+                self.storage.delete(self._join(item.path))
+            log.info("checkpoint step %d deleted (keep_checkpoints=%d)", step, self.keep)
+
+    def _join(self, rel: str) -> str:
+        return join_uri(self.uri, rel)
+
+
+def _collect(source: Path | Mapping[str, Path], name: str | None) -> dict[str, Path]:
+    if isinstance(source, Mapping):
+        return {rel.strip("/"): Path(p) for rel, p in source.items()}
+    if source.is_dir():
+        root = name or source.name
+        return {f"{root}/{p.relative_to(source).as_posix()}": p for p in sorted(source.rglob("*")) if p.is_file()}
+    if source.is_file():
+        return {name or source.name: source}
+    raise FileNotFoundError(f"checkpoint source {source} does not exist")
+
+
+def _common_root(files: Mapping[str, Path]) -> str:
+    roots = {rel.split("/", 1)[0] for rel in files}
+    return roots.pop() if len(roots) == 1 else ""

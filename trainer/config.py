@@ -1,0 +1,278 @@
+"""The run configuration: flags with environment fallbacks, merged into one typed, frozen `RunConfig`.
+
+The PyTorchJob renders `train.py --framework F --run-id R ... [--key value ...]` and also injects the same settings as
+environment variables (`FRAMEWORK`, `RUN_ID`, ..., `TRAINING_EXTRA_ARGS_JSON`). A flag wins over its variable; extra
+`--key value` flags win over the JSON. Every problem is collected and raised as ONE `ConfigError` whose message names
+all the bad settings, so `train.py` can exit with status 2 and one clear line.
+
+No heavy imports here: `python -m trainer --help` and config errors must be fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+FRAMEWORKS = ("hf", "nemo", "meta")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+# (flag dest, environment variable) for the settings the PyTorchJob passes both ways.
+_ENV_FALLBACKS = {
+    "framework": "FRAMEWORK",
+    "run_id": "RUN_ID",
+    "checkpoint_base_uri": "CHECKPOINT_BASE_URI",
+    "checkpoint_prefix": "CHECKPOINT_PREFIX",
+    "dataset_uri": "DATASET_URI",
+    "logs_uri": "LOGS_URI",
+    "config_uri": "CONFIG_URI",
+    "model_id": "MODEL_ID",
+    "work_dir": "TRAINER_WORK_DIR",
+}
+_REQUIRED = ("framework", "run_id", "checkpoint_base_uri", "dataset_uri", "model_id")
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f", ""}
+
+
+class ConfigError(ValueError):
+    """Missing or invalid settings; the message is one line naming every bad setting."""
+
+
+@dataclass(frozen=True)
+class TrainingParams:
+    """Training knobs from `extra_args` (`TRAINING_EXTRA_ARGS_JSON` and extra `--key value` flags).
+
+    `max_steps` (when > 0) wins over `num_epochs`. `eval_steps=None` evaluates at every `save_steps`; 0 disables
+    evaluation. `precision="auto"` means bf16 (or fp16) on GPU and fp32 on CPU. `keep_checkpoints=None` keeps all.
+    """
+
+    max_steps: int = -1
+    num_epochs: float = 1.0
+    lr: float = 5e-5
+    batch_size: int = 8
+    gradient_accumulation: int = 1
+    save_steps: int = 500
+    eval_steps: int | None = None
+    logging_steps: int = 10
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    precision: str = "auto"
+    block_size: int = 128
+    eval_fraction: float = 0.1
+    dataset_text_field: str = "text"
+    keep_checkpoints: int | None = None
+    seed: int = 42
+    max_grad_norm: float = 1.0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run's resolved settings. URIs are `s3://bucket/key`, `file://path` or plain local paths.
+
+    `checkpoint_prefix` defaults to `<checkpoint_base_uri>/<run_id>/framework=<framework>`; `logs_uri` and
+    `config_uri` default to `<prefix>/logs` and `<prefix>/config`; checkpoints always live at `<prefix>/checkpoints`.
+    `work_dir` is local scratch space shared by the ranks of one node ("" = chosen by `trainer.context`).
+    `extra` holds extra args this trainer does not know (kept and recorded, never silently dropped from run.json).
+    """
+
+    framework: str
+    run_id: str
+    checkpoint_base_uri: str
+    dataset_uri: str
+    model_id: str
+    checkpoint_prefix: str
+    logs_uri: str
+    config_uri: str
+    resume: bool = False
+    work_dir: str = ""
+    training: TrainingParams = field(default_factory=TrainingParams)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def checkpoints_uri(self) -> str:
+        return join_uri(self.checkpoint_prefix, "checkpoints")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (what `config/run.json` records)."""
+        data = dataclasses.asdict(self)
+        data["extra"] = dict(self.extra)
+        data["checkpoints_uri"] = self.checkpoints_uri
+        return data
+
+
+def join_uri(base: str, *parts: str) -> str:
+    """Join URI segments with single slashes (works for s3://, file:// and local paths)."""
+    out = base.rstrip("/")
+    for part in parts:
+        out = f"{out}/{part.strip('/')}"
+    return out
+
+
+def parse_config(argv: Sequence[str] | None, environ: Mapping[str, str]) -> RunConfig:
+    """Parse flags (falling back to `environ`) into a `RunConfig`.
+
+    Raises `ConfigError` with one line naming every missing or invalid setting. `--help` exits 0 through argparse.
+    """
+    args, unknown = build_parser().parse_known_args(list(argv) if argv is not None else None)
+    errors: list[str] = []
+    values = {dest: getattr(args, dest) or environ.get(env, "") for dest, env in _ENV_FALLBACKS.items()}
+    missing = [f"--{d.replace('_', '-')} ({_ENV_FALLBACKS[d]})" for d in _REQUIRED if not values[d]]
+    if missing:
+        errors.append("missing " + ", ".join(missing))
+    if values["framework"] and values["framework"] not in FRAMEWORKS:
+        errors.append(f"framework must be one of {', '.join(FRAMEWORKS)} (got {values['framework']!r})")
+    resume = args.resume or _parse_resume(environ.get("RESUME_FROM_CHECKPOINT", ""), errors)
+    extra = _merge_extra(environ.get("TRAINING_EXTRA_ARGS_JSON", ""), unknown, errors)
+    training, leftovers = _training_params(extra, errors)
+    if errors:
+        raise ConfigError("; ".join(errors))
+    prefix = values["checkpoint_prefix"] or join_uri(
+        values["checkpoint_base_uri"], values["run_id"], f"framework={values['framework']}"
+    )
+    return RunConfig(
+        framework=values["framework"],
+        run_id=values["run_id"],
+        checkpoint_base_uri=values["checkpoint_base_uri"],
+        dataset_uri=values["dataset_uri"],
+        model_id=values["model_id"],
+        checkpoint_prefix=prefix,
+        logs_uri=values["logs_uri"] or join_uri(prefix, "logs"),
+        config_uri=values["config_uri"] or join_uri(prefix, "config"),
+        resume=resume,
+        work_dir=values["work_dir"],
+        training=training,
+        extra=leftovers,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="train.py",
+        allow_abbrev=False,
+        description="Train one run (hf | nemo | meta) under the normalized checkpoint/log/config layout. "
+        "Every flag falls back to its environment variable; extra `--key value` flags (e.g. --max-steps 100, "
+        "--lr 3e-5) merge over TRAINING_EXTRA_ARGS_JSON.",
+    )
+    for dest, env in _ENV_FALLBACKS.items():
+        parser.add_argument(f"--{dest.replace('_', '-')}", dest=dest, default="", metavar=env, help=f"env {env}")
+    parser.add_argument("--resume", action="store_true", help="resume from the latest complete checkpoint "
+                        "(env RESUME_FROM_CHECKPOINT=true)")
+    return parser
+
+
+def _parse_resume(raw: str, errors: list[str]) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value not in _FALSE:
+        errors.append(f"RESUME_FROM_CHECKPOINT must be true or false (got {raw!r})")
+    return False
+
+
+def _merge_extra(raw_json: str, unknown: Sequence[str], errors: list[str]) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if raw_json.strip():
+        try:
+            loaded = json.loads(raw_json)
+        except json.JSONDecodeError as exc:
+            errors.append(f"TRAINING_EXTRA_ARGS_JSON is not valid JSON ({exc.msg} at char {exc.pos})")
+            loaded = {}
+        if not isinstance(loaded, dict):
+            errors.append("TRAINING_EXTRA_ARGS_JSON must be a JSON object")
+            loaded = {}
+        extra.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
+    extra.update(_parse_extra_flags(unknown, errors))
+    return extra
+
+
+def _parse_extra_flags(tokens: Sequence[str], errors: list[str]) -> dict[str, Any]:
+    """`--key value`, `--key=value` and bare `--flag` (true). Values stay strings; typing happens later."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if not token.startswith("--") or len(token) == 2:
+            errors.append(f"unexpected argument {token!r}")
+            i += 1
+            continue
+        key, eq, value = token[2:].partition("=")
+        if not eq:
+            if i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
+                value = tokens[i + 1]
+                i += 1
+            else:
+                value = "true"
+        out[key.replace("-", "_")] = value
+        i += 1
+    return out
+
+
+def _training_params(extra: Mapping[str, Any], errors: list[str]) -> tuple[TrainingParams, dict[str, Any]]:
+    """Type the known keys (strings from flags, JSON values as given); return the params and the unknown keys."""
+    known = {f.name: f for f in dataclasses.fields(TrainingParams)}
+    aliases = {"num_train_epochs": "num_epochs", "epochs": "num_epochs", "learning_rate": "lr",
+               "gradient_accumulation_steps": "gradient_accumulation", "seq_len": "block_size",
+               "max_seq_length": "block_size"}
+    typed: dict[str, Any] = {}
+    leftovers: dict[str, Any] = {}
+    for raw_key, value in extra.items():
+        key = aliases.get(raw_key, raw_key)
+        if key not in known:
+            leftovers[raw_key] = value
+            continue
+        try:
+            typed[key] = _coerce(value, str(known[key].type))
+        except (TypeError, ValueError):
+            errors.append(f"{raw_key} must be {_describe(str(known[key].type))} (got {value!r})")
+    params = TrainingParams(**typed)
+    errors.extend(_validate(params))
+    return params, leftovers
+
+
+def _coerce(value: Any, type_name: str) -> Any:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+        if "None" in type_name:
+            return None
+        raise ValueError("null")
+    if type_name.startswith("int"):
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError("not an integer")
+        return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+    if type_name.startswith("float"):
+        if isinstance(value, bool):
+            raise ValueError("not a number")
+        return float(value)
+    return str(value)
+
+
+def _describe(type_name: str) -> str:
+    base = "an integer" if type_name.startswith("int") else "a number" if type_name.startswith("float") else "a string"
+    return base + (" or null" if "None" in type_name else "")
+
+
+def _validate(p: TrainingParams) -> list[str]:
+    errors = []
+    if p.max_steps <= 0 and p.num_epochs <= 0:
+        errors.append("set max_steps > 0 or num_epochs > 0")
+    for name in ("batch_size", "gradient_accumulation", "save_steps", "logging_steps", "block_size"):
+        if getattr(p, name) < 1:
+            errors.append(f"{name} must be >= 1 (got {getattr(p, name)})")
+    for name in ("warmup_steps",):
+        if getattr(p, name) < 0:
+            errors.append(f"{name} must be >= 0")
+    if p.eval_steps is not None and p.eval_steps < 0:
+        errors.append("eval_steps must be >= 0 (0 disables evaluation)")
+    if not 0 < p.eval_fraction < 1:
+        errors.append(f"eval_fraction must be between 0 and 1 (got {p.eval_fraction})")
+    if p.lr <= 0:
+        errors.append(f"lr must be > 0 (got {p.lr})")
+    if p.precision not in PRECISIONS:
+        errors.append(f"precision must be one of {', '.join(PRECISIONS)} (got {p.precision!r})")
+    if p.keep_checkpoints is not None and p.keep_checkpoints < 1:
+        errors.append("keep_checkpoints must be >= 1 (the newest complete checkpoint is always kept)")
+    if not p.dataset_text_field:
+        errors.append("dataset_text_field must not be empty")
+    return errors

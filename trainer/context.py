@@ -1,0 +1,138 @@
+"""Everything a runner needs, built once by `train.py` and handed to `runner.run(ctx)`.
+
+Building a context: joins the process group (world_size > 1), makes the node's scratch dir, sets up logging, starts
+the reporter and writes `config/run.json` (rank 0), resolves the model (an `s3://` model is downloaded once per
+node), and when resume is asked finds the latest complete checkpoint and downloads it once per node.
+Closing it: waits for the last checkpoint upload, marks progress completed/failed, uploads logs, leaves the process
+group and removes the scratch dir.
+
+A runner's duties (all three must keep them so every framework writes the same layout):
+- train from `ctx.model_path` on `ctx.load_split()`, honouring `ctx.config.training`;
+- report `ctx.reporter.metrics(...)` every `logging_steps` and `ctx.reporter.progress(...)` (rank 0 only; the
+  reporter ignores other ranks);
+- checkpoint every `save_steps` (and at the end) into a local folder/file, then `ctx.checkpoints.save(step, path)`
+  on rank 0 (or per rank for sharded formats), never touching those files until the next save;
+- when `ctx.resume` is set, continue from `ctx.resume.path` (step `ctx.resume.step`) and log it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trainer.checkpoints import CheckpointManager, ResumePoint
+from trainer.config import RunConfig
+from trainer.data import Split, load_split
+from trainer.dist import DistInfo, barrier, destroy_process_group, dist_info_from_env, init_process_group
+from trainer.model_store import resolve_model
+from trainer.reporting import Reporter, setup_logging, teardown_logging
+from trainer.storage import Storage, storage_for
+
+
+@dataclass
+class RunContext:
+    """One process's view of the run. `work_dir` is node-local scratch shared by the node's ranks; `output_dir`
+    (inside it) is where a runner writes native checkpoints before handing them to `checkpoints`."""
+
+    config: RunConfig
+    dist: DistInfo
+    storage: Storage
+    checkpoints: CheckpointManager
+    reporter: Reporter
+    work_dir: Path
+    model_path: str
+    resume: ResumePoint | None
+    logger: logging.Logger
+    remove_work_dir: bool = True
+    log_handlers: list[logging.Handler] = field(default_factory=list)
+
+    @property
+    def output_dir(self) -> Path:
+        return self.work_dir / "output"
+
+    def load_split(self) -> Split:
+        """The dataset's deterministic train/eval split (raises `DatasetError`)."""
+        t = self.config.training
+        return load_split(self.config.dataset_uri, t.dataset_text_field, t.eval_fraction, t.seed)
+
+    def barrier(self) -> None:
+        barrier(self.dist)
+
+
+def scratch_dir(config: RunConfig, environ: Mapping[str, str]) -> Path:
+    """A folder unique to this launch and shared by the ranks of this node (torchrun workers share their agent's
+    pid), under `config.work_dir` or the system temp dir."""
+    root = Path(config.work_dir) if config.work_dir else Path(tempfile.gettempdir()) / "trainer"
+    if "LOCAL_RANK" in environ:
+        launch = f"agent{os.getppid()}-restart{environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    else:
+        launch = f"pid{os.getpid()}"
+    return root / f"{config.run_id}-{config.framework}-{launch}"
+
+
+def build_context(config: RunConfig, environ: Mapping[str, str] | None = None) -> RunContext:
+    env = os.environ if environ is None else environ
+    dist = dist_info_from_env(env)
+    init_process_group(dist)
+    work_dir = scratch_dir(config, env)
+    (work_dir / "logs").mkdir(parents=True, exist_ok=True)
+    handlers = setup_logging(work_dir / "logs" / f"train-rank{dist.rank}.log", dist.rank)
+    logger = logging.getLogger("trainer")
+    logger.info("run %s framework=%s rank %d/%d (local %d) prefix=%s work_dir=%s", config.run_id, config.framework,
+                dist.rank, dist.world_size, dist.local_rank, config.checkpoint_prefix, work_dir)
+    storage = storage_for(config.checkpoint_prefix)
+    checkpoints = CheckpointManager(storage, config.checkpoints_uri, keep=config.training.keep_checkpoints)
+    reporter = Reporter(storage_for(config.logs_uri), config, dist, work_dir / "logs")
+    reporter.write_run_config()
+    reporter.progress(0, config.training.max_steps if config.training.max_steps > 0 else None, None)
+    reporter.start()
+    if dist.is_local_main:  # downloads an s3:// model once per node
+        resolve_model(config.model_id, work_dir / "model")
+    barrier(dist)
+    model_path = resolve_model(config.model_id, work_dir / "model", download=False)
+    resume = find_resume(config, dist, checkpoints, work_dir, logger) if config.resume else None
+    return RunContext(config, dist, storage, checkpoints, reporter, work_dir, model_path, resume, logger,
+                      log_handlers=handlers)
+
+
+def find_resume(config: RunConfig, dist: DistInfo, checkpoints: CheckpointManager, work_dir: Path,
+                logger: logging.Logger) -> ResumePoint | None:
+    """The latest complete checkpoint, downloaded once per node into `work_dir/resume`, or None (fresh start)."""
+    manifest = checkpoints.latest()
+    if manifest is None:
+        logger.info("resume requested but no complete checkpoint under %s: starting from scratch",
+                    checkpoints.uri)
+        return None
+    if dist.is_local_main:
+        checkpoints.download(manifest, work_dir / "resume")
+    barrier(dist)
+    logger.info("resuming from step %d: %s/%s", manifest.step, checkpoints.uri, manifest.name)
+    return ResumePoint(manifest.step, work_dir / "resume" / manifest.name, manifest)
+
+
+def close_context(ctx: RunContext, succeeded: bool) -> None:
+    """Final flush, whatever happened: last checkpoint upload, progress state, logs; then leave the group."""
+    errors: list[BaseException] = []
+    try:
+        ctx.checkpoints.close()
+    except BaseException as exc:  # still flush the logs; re-raised below
+        errors.append(exc)
+    state = "completed" if succeeded and not errors else "failed"
+    ctx.logger.info("run %s %s", ctx.config.run_id, state)
+    try:
+        ctx.reporter.close(state)
+    except BaseException as exc:
+        errors.append(exc)
+    if succeeded:
+        barrier(ctx.dist)
+    destroy_process_group()
+    teardown_logging(ctx.log_handlers)
+    if ctx.remove_work_dir and ctx.dist.is_local_main and succeeded:
+        shutil.rmtree(ctx.work_dir, ignore_errors=True)
+    if errors:
+        raise errors[0]

@@ -1,0 +1,58 @@
+"""The torchrun entrypoint: `torchrun ... train.py --framework F --run-id R ... [--key value ...]`.
+
+Thin on purpose: parse -> build the run context -> dispatch to the framework's runner -> close. Works as a script
+path (`torchrun ... /path/to/trainer/train.py`, with the `trainer` package installed or on PYTHONPATH) and as
+`python -m trainer`. Exit status: 0 done, 2 invalid settings or dataset (one line on stderr), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from trainer.config import ConfigError, parse_config
+from trainer.data import DatasetError
+
+RUNNERS = {"hf": "trainer.runners.hf", "nemo": "trainer.runners.nemo", "meta": "trainer.runners.meta"}
+INPUT_ERRORS = (ConfigError, DatasetError)
+
+
+def load_runner(framework: str) -> Any:
+    """The runner module for `framework` (imported lazily: heavy imports live in the runners)."""
+    return importlib.import_module(RUNNERS[framework])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = parse_config(argv, os.environ)
+    except ConfigError as exc:
+        print(f"train.py: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    from trainer.context import build_context, close_context
+
+    try:
+        ctx = build_context(config)
+    except INPUT_ERRORS as exc:
+        print(f"train.py: {exc}", file=sys.stderr)
+        return 2
+    succeeded = False
+    try:
+        load_runner(config.framework).run(ctx)
+        succeeded = True
+    except INPUT_ERRORS as exc:
+        ctx.logger.error("%s", exc)
+        print(f"train.py: {exc}", file=sys.stderr)
+        return 2
+    except BaseException:
+        ctx.logger.exception("training failed")
+        raise
+    finally:
+        close_context(ctx, succeeded)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
