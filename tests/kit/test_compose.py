@@ -1,0 +1,102 @@
+"""docker-compose.yml has the services DESIGN asks for, runs the same commands as the manifests, and its one-shot
+bucket creation and S3 health check work against a real S3 endpoint (moto server)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from tests.kit import support
+from tests.kit.support import compose
+from tests.support.redis_server import free_port
+
+
+def _service(name: str) -> dict[str, Any]:
+    services: dict[str, Any] = compose()["services"]
+    assert name in services, f"docker-compose.yml has no {name} service"
+    return services[name]
+
+
+def test_the_services_are_redis_s3_its_bucket_and_the_four_roles() -> None:
+    assert set(compose()["services"]) == {"redis", "s3", "s3-init", "api", "worker", "beat", "flower"}
+
+
+def test_redis_keeps_its_data_with_aof_on_a_volume_and_never_evicts() -> None:
+    redis = _service("redis")
+    argv = redis["command"]
+    assert argv[argv.index("--appendonly") + 1] == "yes"
+    assert argv[argv.index("--maxmemory-policy") + 1] == "noeviction"
+    volume, target = redis["volumes"][0].split(":")[:2]
+    assert target == "/data" and volume in compose()["volumes"]
+
+
+def test_every_long_running_service_but_beat_has_a_health_check() -> None:
+    for name in ("redis", "s3", "api", "worker", "flower"):
+        assert _service(name)["healthcheck"]["test"][0] in {"CMD", "CMD-SHELL"}, name
+    assert "/readyz" in " ".join(_service("api")["healthcheck"]["test"])
+    assert "/healthcheck" in " ".join(_service("flower")["healthcheck"]["test"])
+
+
+def test_the_services_wait_for_redis_and_the_bucket() -> None:
+    for name in ("api", "worker", "beat", "flower"):
+        depends = _service(name)["depends_on"]
+        assert depends["redis"]["condition"] == "service_healthy", name
+        assert depends["s3-init"]["condition"] == "service_completed_successfully", name
+    assert _service("s3-init")["depends_on"]["s3"]["condition"] == "service_healthy"
+    assert _service("s3-init")["restart"] == "no"
+
+
+def test_there_is_exactly_one_beat() -> None:
+    beats = [n for n, s in compose()["services"].items() if s.get("command", [])[:4] == support.ROLE_PREFIX["beat"]]
+    assert beats == ["beat"]
+    assert (_service("beat").get("deploy") or {}).get("replicas", 1) == 1
+
+
+def test_each_role_runs_the_same_command_as_in_kubernetes() -> None:
+    k8s = {support.container_role(c["command"]): c["command"] for _, c in support.service_containers()}
+    for name in ("api", "worker", "beat", "flower"):
+        service = _service(name)
+        assert support.compose_service_image(service), f"{name} must run the service image built from Dockerfile"
+        assert service["command"] == k8s[support.container_role(service["command"])], name
+
+
+def test_flower_has_basic_auth_and_the_api_a_token_from_the_environment() -> None:
+    assert _service("flower")["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH")
+    assert _service("api")["environment"]["TRAINER_API_TOKEN"].startswith("${TRAINER_API_TOKEN")
+
+
+@pytest.fixture
+def moto_endpoint() -> Iterator[str]:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+def _service_env(name: str, endpoint: str) -> dict[str, str]:
+    env = {k: str(v) for k, v in _service(name)["environment"].items()}
+    env["AWS_ENDPOINT_URL"] = endpoint
+    return {**env, "PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
+
+
+def test_the_one_shot_service_creates_the_bucket_and_the_s3_health_check_passes(moto_endpoint: str) -> None:
+    port = moto_endpoint.rsplit(":", 1)[1]
+    health = [arg.replace(":5000", f":{port}") for arg in _service("s3")["healthcheck"]["test"][1:]]
+    health[0] = sys.executable if health[0] == "python" else health[0]
+    assert subprocess.run(health, capture_output=True, timeout=60).returncode == 0
+    argv = list(_service("s3-init")["command"])
+    assert argv[0] == "python"
+    done = subprocess.run([sys.executable, *argv[1:]], env=_service_env("s3-init", moto_endpoint),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["training-runs"]
