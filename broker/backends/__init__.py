@@ -1,0 +1,23 @@
+"""Cluster backends. `make_backend(settings)` is the one place that picks one, by `TRAINER_CLUSTER_BACKEND`."""
+
+from __future__ import annotations
+
+from broker.backends.base import ClusterBackend
+from broker.backends.errors import ClusterError
+from broker.settings import BrokerSettings
+
+
+def make_backend(settings: BrokerSettings) -> ClusterBackend:
+    """`kubernetes` → the Kubernetes API adapter; `local` → processes on this machine. Imports lazily, so a worker
+    never loads the client library it does not use. Raises ClusterError for an unknown or unavailable backend."""
+    if settings.cluster_backend == "kubernetes":
+        from broker.backends.kubernetes import KubernetesBackend
+
+        return KubernetesBackend(timeout_s=settings.kube_request_timeout_s, page_size=settings.kube_list_page_size)
+    if settings.cluster_backend == "local":
+        try:
+            from broker.backends.local import LocalBackend
+        except ImportError as exc:
+            raise ClusterError(f"the local backend is not available ({exc}); set TRAINER_CLUSTER_BACKEND") from exc
+        return LocalBackend(settings.local_workdir, terminate_grace_s=settings.local_terminate_grace_s)
+    raise ClusterError(f"unknown TRAINER_CLUSTER_BACKEND {settings.cluster_backend!r}: use kubernetes or local")
