@@ -1,0 +1,69 @@
+"""The Flask application factory: `gunicorn "api.app:create_app()"`.
+
+Nothing happens at import time. `create_app` reads the settings, refuses to start without a token (unless
+authentication is explicitly disabled), connects the job store and the task sender, and registers the blueprints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+from flask import Blueprint, Flask
+
+from api import auth, errors
+from api.enqueue import CeleryEnqueuer
+from api.metrics import Metrics
+from api.openapi import bp as openapi_bp
+from api.openapi import build_spec
+from api.routes import bp as train_bp
+from api.routes import health
+from api.schemas import TrainingJobRequestSchema
+from api.settings import ApiSettings
+from broker.store import JobStore
+
+#: Every blueprint the app serves. The progress/logs blueprint of `api.observe` (issue 5) is added here.
+BLUEPRINTS: list[Blueprint] = [health, train_bp, openapi_bp]
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the API.
+
+    `config` may hold Flask settings and:
+    - `SETTINGS`: an `ApiSettings` (default: `ApiSettings.from_env(ENVIRON)`);
+    - `ENVIRON`: the environment to read settings from (default: `os.environ`);
+    - `ENQUEUE`: a callable `(task_name, job_name) -> bool` sending broker tasks (default: a Celery client on the
+      settings' `REDIS_URL`).
+
+    Raises `broker.settings.SettingsError` when no token is configured and `TRAINER_AUTH_DISABLED` is not set.
+    """
+    config = dict(config or {})
+    settings: ApiSettings = config.pop("SETTINGS", None) or ApiSettings.from_env(config.pop("ENVIRON", None))
+    settings.check()
+    enqueue = config.pop("ENQUEUE", None) or CeleryEnqueuer(settings.broker)
+
+    app = Flask(__name__)
+    app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_body_bytes, **config)
+    client = redis.Redis.from_url(
+        settings.broker.redis_url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5
+    )
+    store = JobStore(client, settings.broker.key_prefix)
+    request_schema = TrainingJobRequestSchema(
+        max_nodes=settings.max_nodes,
+        max_gpus_per_node=settings.max_gpus_per_node,
+        allowed_namespaces=settings.allowed_namespaces,
+        default_namespace=settings.broker.namespace,
+    )
+    metrics = Metrics(store)
+    app.extensions.update(
+        job_store=store, enqueue=enqueue, request_schema=request_schema, metrics=metrics,
+        openapi=build_spec(request_schema),
+    )
+
+    metrics.install(app)  # first, so refused requests are counted and timed too
+    auth.install(app)
+    errors.register(app)
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
+    return app

@@ -1,0 +1,94 @@
+"""The one place that turns errors into JSON: `{"error": {"code", "message", "fields"}}` with the right status.
+
+Bad input is always a 4xx: validation (400), unknown job (404), state conflicts (409), oversized bodies (413).
+Redis being unreachable is 503 with `Retry-After`. Only a bug is a 500, and it still answers JSON without details.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from flask import Flask, current_app, jsonify
+from flask.typing import ResponseReturnValue
+from marshmallow import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from broker.store import IllegalTransition, JobConflict, JobNotFound
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error answered as JSON with `status`; `extra` adds keys beside code/message/fields."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        fields: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.fields = fields or {}
+        self.headers = headers or {}
+        self.extra = extra
+
+    def response(self) -> ResponseReturnValue:
+        body = {"error": {"code": self.code, "message": self.message, "fields": self.fields, **self.extra}}
+        return jsonify(body), self.status, self.headers
+
+
+def invalid(fields: dict[str, Any], message: str = "the request is invalid") -> ApiError:
+    return ApiError(400, "invalid_request", message, fields)
+
+
+def _http(exc: HTTPException) -> ResponseReturnValue:
+    code = (exc.name or "error").lower().replace(" ", "_")
+    return ApiError(exc.code or 500, code, exc.description or exc.name or "error").response()
+
+
+def _redis_down(exc: redis.RedisError) -> ResponseReturnValue:
+    log.warning("Redis unreachable: %s", exc)
+    retry_after = str(current_app.config["SETTINGS"].retry_after_s)
+    headers = {"Retry-After": retry_after}
+    return ApiError(503, "unavailable", "the job store is unreachable; retry later", headers=headers).response()
+
+
+def _not_found(exc: JobNotFound) -> ResponseReturnValue:
+    return ApiError(404, "not_found", f"no job named {exc.name!r}").response()
+
+
+def _conflict(exc: JobConflict) -> ResponseReturnValue:
+    message = f"job {exc.existing.name!r} already exists with a different request"
+    return ApiError(409, "conflict", message, {"job_name": [message]}, job=exc.existing.name).response()
+
+
+def _illegal(exc: IllegalTransition) -> ResponseReturnValue:
+    return ApiError(409, "invalid_state", str(exc), current_status=exc.current.value).response()
+
+
+def _bug(exc: Exception) -> ResponseReturnValue:
+    log.exception("unhandled error")
+    return ApiError(500, "internal_error", "internal error").response()
+
+
+def register(app: Flask) -> None:
+    app.register_error_handler(ApiError, lambda exc: exc.response())
+    app.register_error_handler(ValidationError, lambda exc: invalid(_messages(exc)).response())
+    app.register_error_handler(HTTPException, _http)
+    app.register_error_handler(redis.ConnectionError, _redis_down)
+    app.register_error_handler(redis.TimeoutError, _redis_down)
+    app.register_error_handler(JobNotFound, _not_found)
+    app.register_error_handler(JobConflict, _conflict)
+    app.register_error_handler(IllegalTransition, _illegal)
+    app.register_error_handler(Exception, _bug)
+
+
+def _messages(exc: ValidationError) -> dict[str, Any]:
+    messages = exc.messages
+    return messages if isinstance(messages, dict) else {"_schema": messages}

@@ -1,0 +1,170 @@
+"""The `/train` blueprint: submit, read, list, events, cancel, retry. Plus the open health blueprint.
+
+Views read and write through the job store only (no cluster call on the request path) and enqueue broker tasks by
+name. Every state change goes through `JobStore.transition`, which refuses moves the state machine does not allow.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from api.errors import ApiError, invalid
+from api.schemas import JobEventsSchema, JobListQuerySchema, status_view
+from broker.celery_app import CANCEL_TASK, SUBMIT_TASK
+from broker.jobs import CANCEL_AT_ONCE, RETRYABLE, TERMINAL, TRANSITIONS, JobRecord, JobStatus
+from broker.store import JobStore, StaleTransition
+
+bp = Blueprint("train", __name__, url_prefix="/train")
+health = Blueprint("health", __name__)
+
+#: States from which a cancel has to go through the broker (an object may exist on the cluster).
+_CANCEL_VIA_BROKER = frozenset(s for s, targets in TRANSITIONS.items() if JobStatus.CANCELLING in targets)
+
+
+def _store() -> JobStore:
+    return current_app.extensions["job_store"]  # type: ignore[no-any-return]
+
+
+def _enqueue(task_name: str, name: str) -> bool:
+    return current_app.extensions["enqueue"](task_name, name)  # type: ignore[no-any-return]
+
+
+def _job_response(record: JobRecord, status: int) -> ResponseReturnValue:
+    return jsonify(status_view(record)), status, {"Location": f"/train/{record.name}"}
+
+
+# --- submission ------------------------------------------------------------------------------------------------
+
+
+def _json_object() -> dict[str, Any]:
+    """The body as a JSON object. 413 beyond the size limit (raised by the request), 400 for anything else."""
+    raw = request.get_data(cache=False)
+    try:
+        body = json.loads(raw, parse_constant=_refuse_constant)
+        json.dumps(body, ensure_ascii=False).encode("utf-8")  # lone surrogates cannot be stored
+    except (ValueError, RecursionError, UnicodeError) as exc:
+        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_request", "the body must be a JSON object")
+    return body
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+@bp.post("")
+def submit() -> ResponseReturnValue:
+    """Validate, store (before anything is enqueued), enqueue the submit task. A repeat of the same request
+    returns the stored job with 200 and enqueues nothing."""
+    spec = current_app.extensions["request_schema"].load(_json_object())
+    record, created = _store().create(JobRecord(name=spec.job_name, spec=spec))
+    if not created:
+        return _job_response(record, 200)
+    _enqueue(SUBMIT_TASK, record.name)
+    return _job_response(record, 202)
+
+
+# --- reading ---------------------------------------------------------------------------------------------------
+
+
+@bp.get("/<name>")
+def get_job(name: str) -> ResponseReturnValue:
+    return jsonify(status_view(_store().require(name)))
+
+
+@bp.get("")
+def list_jobs() -> ResponseReturnValue:
+    query = JobListQuerySchema().load(request.args.to_dict())
+    try:
+        records, cursor = _store().list_jobs(**query)
+    except ValueError as exc:
+        raise invalid({"cursor": [str(exc)]}) from exc
+    return jsonify({"jobs": [status_view(r) for r in records], "next_cursor": cursor})
+
+
+@bp.get("/<name>/events")
+def job_events(name: str) -> ResponseReturnValue:
+    store = _store()
+    store.require(name)
+    return jsonify(JobEventsSchema().dump({"name": name, "events": store.events(name)}))
+
+
+# --- cancel and retry ------------------------------------------------------------------------------------------
+
+
+@bp.post("/<name>/cancel")
+def cancel(name: str) -> ResponseReturnValue:
+    """`queued`/`waiting_quota` → `cancelled` at once (200); a job that may be on the cluster → `cancelling` and a
+    cancel task (202); already `cancelling` → 202 again; terminal → 409."""
+    store = _store()
+    for _ in range(5):  # the broker may move the job between our read and our write; re-read and decide again
+        record = store.require(name)
+        try:
+            if record.status in CANCEL_AT_ONCE:
+                done = store.transition(name, JobStatus.CANCELLED, reason="cancelled by request",
+                                        expect_from=CANCEL_AT_ONCE)
+                return _job_response(done, 200)
+            if record.status == JobStatus.CANCELLING:
+                return _job_response(record, 202)
+            if record.status in TERMINAL:
+                raise ApiError(409, "invalid_state", f"job {name!r} is already {record.status}",
+                               current_status=record.status.value)
+            cancelling = store.transition(name, JobStatus.CANCELLING, reason="cancel requested",
+                                          expect_from=_CANCEL_VIA_BROKER)
+        except StaleTransition:
+            continue
+        _enqueue(CANCEL_TASK, name)
+        return _job_response(cancelling, 202)
+    raise ApiError(409, "busy", f"job {name!r} kept changing state; try again")
+
+
+@bp.post("/<name>/retry")
+def retry(name: str) -> ResponseReturnValue:
+    """`failed`/`cancelled` → `queued` with `attempt` + 1, resuming from the latest checkpoint; else 409."""
+    store = _store()
+    record = store.require(name)
+    if record.status not in RETRYABLE:
+        raise ApiError(409, "invalid_state", f"only failed or cancelled jobs can be retried; {name!r} is "
+                       f"{record.status}", current_status=record.status.value)
+    reason = f"retry requested (attempt {record.attempt + 1}, resuming from the latest checkpoint)"
+    try:
+        queued = store.transition(name, JobStatus.QUEUED, reason=reason, expect_from=RETRYABLE,
+                                  expect_attempt=record.attempt)
+    except StaleTransition as exc:
+        raise ApiError(409, "invalid_state", f"job {name!r} changed state: it is now {exc.current}",
+                       current_status=exc.current.value) from exc
+    _enqueue(SUBMIT_TASK, name)
+    return _job_response(queued, 202)
+
+
+# --- progress and logs (issue 5 adds these in api/observe.py; not served here) ---------------------------------
+# GET /train/<name>/progress  -> training progress from the run's logs/progress.json
+# GET /train/<name>/logs      -> the trainer's log
+# They live in their own blueprint, registered in api.app.BLUEPRINTS.
+
+
+# --- open endpoints --------------------------------------------------------------------------------------------
+
+
+@health.get("/healthz")
+def healthz() -> ResponseReturnValue:
+    """Liveness: the process answers. No dependency is checked."""
+    return jsonify({"status": "ok"})
+
+
+@health.get("/readyz")
+def readyz() -> ResponseReturnValue:
+    """Readiness: Redis answers a PING (a 503 with Retry-After otherwise, through the error handler)."""
+    _store().redis.ping()
+    return jsonify({"status": "ready"})
+
+
+@health.get("/metrics")
+def metrics() -> ResponseReturnValue:
+    """Prometheus exposition; open like the probes (see api.auth for why)."""
+    return current_app.extensions["metrics"].exposition()  # type: ignore[no-any-return]

@@ -1,0 +1,73 @@
+"""The API's settings, read once from the environment when the app is created.
+
+Redis and the default namespace come from the broker's settings (`REDIS_URL`, `TRAINER_REDIS_PREFIX`,
+`TRAINER_NAMESPACE`), so the API and the broker always agree on where jobs live.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+from broker.settings import BrokerSettings, SettingsError
+
+
+def _int(env: Mapping[str, str], key: str, default: int, minimum: int = 0) -> int:
+    try:
+        value = int(env.get(key, default))
+    except ValueError as exc:
+        raise SettingsError(f"{key} must be an integer, got {env[key]!r}") from exc
+    if value < minimum:
+        raise SettingsError(f"{key} must be at least {minimum}, got {value}")
+    return value
+
+
+def _flag(env: Mapping[str, str], key: str) -> bool:
+    return env.get(key, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _csv(raw: str | None) -> tuple[str, ...]:
+    return tuple(item.strip() for item in (raw or "").split(",") if item.strip())
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiSettings:
+    api_tokens: tuple[str, ...] = ()
+    """TRAINER_API_TOKEN: accepted `X-TRAINER-TOKEN` values, comma-separated (several during a rotation)."""
+    auth_disabled: bool = False
+    """TRAINER_AUTH_DISABLED: `1` serves without a token. Without it and without a token the API refuses to start."""
+    max_nodes: int = 64
+    """TRAINER_MAX_NODES: largest `num_nodes` a request may ask for."""
+    max_gpus_per_node: int = 8
+    """TRAINER_MAX_GPUS_PER_NODE: largest `gpus_per_node` a request may ask for."""
+    allowed_namespaces: tuple[str, ...] = ()
+    """TRAINER_ALLOWED_NAMESPACES: comma-separated namespaces requests may use; empty allows any valid name."""
+    max_body_bytes: int = 256 * 1024
+    """TRAINER_MAX_BODY_BYTES: larger request bodies answer 413."""
+    retry_after_s: int = 5
+    """TRAINER_RETRY_AFTER_S: the `Retry-After` the API sends with a 503 when Redis is unreachable."""
+    broker: BrokerSettings = dataclasses.field(default_factory=BrokerSettings)
+    """The broker's settings (REDIS_URL, TRAINER_REDIS_PREFIX, TRAINER_NAMESPACE, …)."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ApiSettings:
+        env = dict(os.environ if environ is None else environ)
+        return cls(
+            api_tokens=_csv(env.get("TRAINER_API_TOKEN")),
+            auth_disabled=_flag(env, "TRAINER_AUTH_DISABLED"),
+            max_nodes=_int(env, "TRAINER_MAX_NODES", cls.max_nodes, minimum=1),
+            max_gpus_per_node=_int(env, "TRAINER_MAX_GPUS_PER_NODE", cls.max_gpus_per_node),
+            allowed_namespaces=_csv(env.get("TRAINER_ALLOWED_NAMESPACES")),
+            max_body_bytes=_int(env, "TRAINER_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1024),
+            retry_after_s=_int(env, "TRAINER_RETRY_AFTER_S", cls.retry_after_s, minimum=1),
+            broker=BrokerSettings.from_env(env),
+        )
+
+    def check(self) -> None:
+        """Raise SettingsError when the API must not start: no token and authentication not explicitly disabled."""
+        if not self.api_tokens and not self.auth_disabled:
+            raise SettingsError(
+                "TRAINER_API_TOKEN is not set: set it (comma-separated for rotation), "
+                "or set TRAINER_AUTH_DISABLED=1 to serve without authentication"
+            )
