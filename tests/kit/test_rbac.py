@@ -66,7 +66,8 @@ def used_permissions() -> set[tuple[str, str, str]]:
         if what.endswith("_status"):
             resource += "/status"
         used.add((group, resource, VERBS[verb]))
-        if isinstance(kwargs.get("watch"), ast.Constant) and kwargs["watch"].value is True:
+        watch = kwargs.get("watch")
+        if isinstance(watch, ast.Constant) and watch.value is True:
             used.add((group, resource, "watch"))
     return used
 
