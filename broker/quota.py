@@ -1,0 +1,139 @@
+"""Per-namespace quota admission: GPUs (num_nodes × gpus_per_node) and concurrent jobs, with a FIFO line.
+
+The ledger lives in Redis and every decision is one Lua script, so two workers admitting at once can never
+overbook. Keys under the store's prefix `p`:
+
+- `p quota:held:<ns>` hash `<job>#<attempt>` → GPUs reserved. A reservation is idempotent per job and attempt (a
+  redelivered submit finds it held) and is released when the attempt ends, is cancelled or fails to submit.
+- `p quota:line:<ns>` sorted set of waiting jobs by the time they first queued for admission (ms), and
+  `p quota:need:<ns>` hash job → GPUs it needs.
+
+FIFO: a job is admitted only when no job that queued earlier in the same namespace is still waiting, so a later
+(smaller) job never jumps ahead of an earlier one. A job that needs more GPUs than the namespace's limit can never
+fit: it waits (the broker never fails a job for lack of quota) but does not block the line behind it.
+A namespace's Kubernetes ResourceQuota on GPUs, when present, is a second limit: the caller passes its free GPUs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import redis
+
+from broker.settings import Quota
+
+_ADMIT = """
+-- KEYS: held, line, need
+-- ARGV: member, job, gpus, gpu_limit, job_limit, cluster_free (-1 = none), now_ms
+local held, line, need = KEYS[1], KEYS[2], KEYS[3]
+local member, job, gpus = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local gpu_limit, job_limit, cluster_free = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local used, jobs = 0, 0
+local all = redis.call('HGETALL', held)
+for i = 2, #all, 2 do used = used + tonumber(all[i]); jobs = jobs + 1 end
+if redis.call('HEXISTS', held, member) == 1 then return {'held', used, jobs, 0, 0} end
+redis.call('ZADD', line, 'NX', tonumber(ARGV[7]), job)
+redis.call('HSET', need, job, gpus)
+local ahead = 0
+for _, other in ipairs(redis.call('ZRANGE', line, 0, -1)) do
+  if other == job then break end
+  if tonumber(redis.call('HGET', need, other) or '0') <= gpu_limit then ahead = ahead + 1 end
+end
+local cluster_ok = cluster_free < 0 or gpus <= cluster_free
+if ahead == 0 and jobs + 1 <= job_limit and used + gpus <= gpu_limit and cluster_ok then
+  redis.call('HSET', held, member, gpus)
+  redis.call('ZREM', line, job)
+  redis.call('HDEL', need, job)
+  return {'ok', used + gpus, jobs + 1, 0, 0}
+end
+return {'wait', used, jobs, ahead + 1, cluster_ok and 1 or 0}
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Admission:
+    """The outcome of one admission attempt. `detail` says, for a person, why a job waits."""
+
+    admitted: bool
+    detail: str
+    position: int = 0
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+class QuotaLedger:
+    """GPU and job reservations per namespace. `redis_client` must decode responses."""
+
+    def __init__(self, redis_client: redis.Redis, prefix: str = "tb:") -> None:
+        self.redis = redis_client
+        self.prefix = prefix
+        self._admit = redis_client.register_script(_ADMIT)
+
+    def _keys(self, namespace: str) -> list[str]:
+        return [f"{self.prefix}quota:{kind}:{namespace}" for kind in ("held", "line", "need")]
+
+    def admit(
+        self, namespace: str, job: str, attempt: int, gpus: int, limit: Quota, cluster_free: int | None = None
+    ) -> Admission:
+        """Reserve `gpus` and one job slot for this attempt, or put the job in line. Idempotent per attempt."""
+        args = [_member(job, attempt), job, gpus, limit.gpus, limit.jobs,
+                -1 if cluster_free is None else cluster_free, int(time.time() * 1000)]
+        outcome, used, jobs, position, cluster_ok = self._admit(keys=self._keys(namespace), args=args)
+        if outcome in ("ok", "held"):
+            return Admission(True, f"admitted: {used} of {limit.gpus} GPUs, {jobs} of {limit.jobs} jobs in use "
+                                   f"in namespace {namespace}")
+        return Admission(False, _wait_detail(namespace, gpus, limit, int(used), int(jobs), int(position),
+                                             cluster_free if not cluster_ok else None), int(position))
+
+    def release(self, namespace: str, job: str, attempt: int) -> bool:
+        """Give back this attempt's reservation and leave the line. Idempotent; True when something was held."""
+        held, line, need = self._keys(namespace)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hdel(held, _member(job, attempt))
+        pipe.zrem(line, job)
+        pipe.hdel(need, job)
+        return bool(pipe.execute()[0])
+
+    def line(self, namespace: str) -> list[str]:
+        """The jobs waiting in the namespace, first in line first."""
+        return list(self.redis.zrange(self._keys(namespace)[1], 0, -1))  # type: ignore[arg-type]
+
+    def namespaces_waiting(self) -> list[str]:
+        pattern = f"{self.prefix}quota:line:*"
+        return sorted(key[len(pattern) - 1:] for key in self.redis.scan_iter(match=pattern))
+
+    def held(self, namespace: str) -> dict[str, int]:
+        """`<job>#<attempt>` → GPUs currently reserved in the namespace."""
+        raw: dict[str, str] = self.redis.hgetall(self._keys(namespace)[0])  # type: ignore[assignment]
+        return {member: int(gpus) for member, gpus in raw.items()}
+
+    def namespaces_held(self) -> list[str]:
+        pattern = f"{self.prefix}quota:held:*"
+        return sorted(key[len(pattern) - 1:] for key in self.redis.scan_iter(match=pattern))
+
+
+def parse_member(member: str) -> tuple[str, int]:
+    job, _, attempt = member.rpartition("#")
+    return job, int(attempt)
+
+
+def _member(job: str, attempt: int) -> str:
+    return f"{job}#{attempt}"
+
+
+def _wait_detail(
+    namespace: str, gpus: int, limit: Quota, used: int, jobs: int, position: int, cluster_free: int | None
+) -> str:
+    place = f"{ordinal(position)} in line"
+    if gpus > limit.gpus:
+        return (f"needs {gpus} GPUs, more than the limit of {limit.gpus} in namespace {namespace}: "
+                f"waits until the limit is raised")
+    if cluster_free is not None:
+        return f"needs {gpus} GPUs, {cluster_free} free under the ResourceQuota of namespace {namespace}; {place}"
+    if jobs >= limit.jobs:
+        return f"needs a job slot, {jobs} of {limit.jobs} jobs running in namespace {namespace}; {place}"
+    return f"needs {gpus} GPUs, {max(limit.gpus - used, 0)} of {limit.gpus} free in namespace {namespace}; {place}"
