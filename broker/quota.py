@@ -80,7 +80,7 @@ class QuotaLedger:
         self, namespace: str, job: str, attempt: int, gpus: int, limit: Quota, cluster_free: int | None = None
     ) -> Admission:
         """Reserve `gpus` and one job slot for this attempt, or put the job in line. Idempotent per attempt."""
-        args = [_member(job, attempt), job, gpus, limit.gpus, limit.jobs,
+        args: list[str | int] = [_member(job, attempt), job, gpus, limit.gpus, limit.jobs,
                 -1 if cluster_free is None else cluster_free, int(time.time() * 1000)]
         outcome, used, jobs, position, cluster_ok = self._admit(keys=self._keys(namespace), args=args)
         if outcome in ("ok", "held"):
