@@ -15,6 +15,7 @@ from flask import Blueprint, Flask
 from api import auth, errors
 from api.enqueue import CeleryEnqueuer
 from api.metrics import Metrics
+from api.observe import bp as observe_bp
 from api.openapi import bp as openapi_bp
 from api.openapi import build_spec
 from api.routes import bp as train_bp
@@ -24,7 +25,7 @@ from api.settings import ApiSettings
 from broker.store import JobStore
 
 #: Every blueprint the app serves. The progress/logs blueprint of `api.observe` (issue 5) is added here.
-BLUEPRINTS: list[Blueprint] = [health, train_bp, openapi_bp]
+BLUEPRINTS: list[Blueprint] = [health, train_bp, observe_bp, openapi_bp]
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
