@@ -85,16 +85,6 @@ def _operations() -> dict[str, dict[str, Any]]:
         "/openapi.json": {"get": {"summary": "This OpenAPI description",
                                   "responses": {"200": {"description": "OpenAPI 3 document"},
                                                 "401": _ERRORS["401"], "403": _ERRORS["403"]}}},
-        "/train/{name}/progress": {"get": {"summary": "Training progress (step, total, loss) from the run's logs",
-                                           "parameters": [_NAME],
-                                           "responses": {"200": {"description": "progress as the trainer wrote it"},
-                                                         "404": _answer("no such job or nothing written yet"),
-                                                         **_ERRORS}}},
-        "/train/{name}/logs": {"get": {"summary": "The trainer's log lines",
-                                       "parameters": [_NAME, {"name": "tail", "in": "query",
-                                                              "schema": {"type": "integer", "minimum": 1}}],
-                                       "responses": {"200": {"description": "the last lines of each log file"},
-                                                     "404": _answer("no such job or no logs yet"), **_ERRORS}}},
     }
 
 

@@ -142,10 +142,9 @@ def retry(name: str) -> ResponseReturnValue:
     return _job_response(queued, 202)
 
 
-# --- progress and logs (issue 5 adds these in api/observe.py; not served here) ---------------------------------
-# GET /train/<name>/progress  -> training progress from the run's logs/progress.json
-# GET /train/<name>/logs      -> the trainer's log
-# They live in their own blueprint, registered in api.app.BLUEPRINTS.
+# --- progress and logs ----------------------------------------------------------------------------------------
+# GET /train/<name>/progress and GET /train/<name>/logs read the run's storage, not Redis: they live in their own
+# blueprint, api/observe.py, registered in api.app.BLUEPRINTS.
 
 
 # --- open endpoints --------------------------------------------------------------------------------------------
