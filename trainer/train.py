@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -33,25 +34,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from trainer.context import build_context, close_context
 
+    signal.signal(signal.SIGTERM, _terminate)  # pod deletion / cancel: unwind so the final flush runs
     try:
         ctx = build_context(config)
     except INPUT_ERRORS as exc:
         print(f"train.py: {exc}", file=sys.stderr)
         return 2
     succeeded = False
+    input_error: Exception | None = None
     try:
         load_runner(config.framework).run(ctx)
         succeeded = True
     except INPUT_ERRORS as exc:
         ctx.logger.error("%s", exc)
-        print(f"train.py: {exc}", file=sys.stderr)
-        return 2
+        input_error = exc
     except BaseException:
         ctx.logger.exception("training failed")
         raise
     finally:
         close_context(ctx, succeeded)
+    if input_error is not None:
+        print(f"train.py: {input_error}", file=sys.stderr)  # the last line, after the closing log lines
+        return 2
     return 0
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,131 @@
+"""Helpers to launch the real trainer in subprocesses (`python -m trainer` or `torchrun ... trainer/train.py`) and
+to read what a run left in storage. Shared by every runner's tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tests.support.redis_server import free_port
+from trainer.storage import Storage
+
+TRAIN_PY = Path(__file__).resolve().parents[2] / "trainer" / "train.py"
+TORCHRUN = Path(sys.executable).parent / "torchrun"
+
+
+def trainer_args(framework: str, run_id: str, base_uri: str, dataset_uri: str, model_id: str,
+                 **extra: Any) -> list[str]:
+    """The flags the PyTorchJob renders, plus `--key value` extra args (underscores become dashes)."""
+    args = ["--framework", framework, "--run-id", run_id, "--checkpoint-base-uri", base_uri,
+            "--dataset-uri", dataset_uri, "--model-id", model_id]
+    for key, value in extra.items():
+        if value is True:
+            args.append(f"--{key.replace('_', '-')}")
+        else:
+            args += [f"--{key.replace('_', '-')}", str(value)]
+    return args
+
+
+def trainer_env(work_dir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's env (with any S3 settings the fixtures applied), one thread per process, a scratch dir."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "TRAINER_WORK_DIR": str(work_dir),
+           "TOKENIZERS_PARALLELISM": "false", **(extra or {})}
+    env.pop("WORLD_SIZE", None)
+    env.pop("RANK", None)
+    env.pop("LOCAL_RANK", None)
+    return env
+
+
+def python_m_trainer(args: Sequence[str]) -> list[str]:
+    return [sys.executable, "-m", "trainer", *args]
+
+
+def torchrun_train_py(nproc: int, args: Sequence[str]) -> list[str]:
+    """The rendered PyTorchJob command shape, run from the script path of `trainer/train.py`."""
+    return [str(TORCHRUN), f"--nproc_per_node={nproc}", "--nnodes=1", "--node_rank=0", "--master_addr=127.0.0.1",
+            f"--master_port={free_port()}", str(TRAIN_PY), *args]
+
+
+def run(argv: Sequence[str], env: Mapping[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(list(argv), env=dict(env), capture_output=True, text=True, timeout=timeout,
+                            start_new_session=True)
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stderr[-4000:]}"
+    return result
+
+
+def start(argv: Sequence[str], env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start in its own process group (so `kill_group` reaches torchrun's workers too)."""
+    handle = log.open("wb")
+    return subprocess.Popen(list(argv), env=dict(env), stdout=handle, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """`kill -9` the whole process group, as a node loss or OOM kill would."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, proc: subprocess.Popen[bytes] | None = None,
+             interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process exited with {proc.returncode} before the condition held")
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(interval)
+
+
+def read_jsonl(storage: Storage, uri: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in storage.get_bytes(uri).decode().splitlines() if line.strip()]
+
+
+def read_json(storage: Storage, uri: str) -> Any:
+    return json.loads(storage.get_bytes(uri))
+
+
+def check_layout(storage: Storage, prefix: str, steps: Sequence[int], total_steps: int,
+                 world_size: int = 1) -> dict[str, Any]:
+    """Assert the shared layout every runner writes under `prefix`; returns what was read for further checks.
+
+    - `checkpoints/step-XXXXXX.json` for exactly `steps`, each listing files that exist with the listed sizes, and
+      `checkpoints/latest.json` pointing at the last;
+    - `config/run.json` with the resolved config and world size;
+    - `logs/metrics.jsonl` rows with step, loss, lr, tokens_per_s, elapsed_s; `logs/progress.json` completed at
+      `total_steps`; `logs/train-rank0.log`.
+    """
+    from trainer.checkpoints import CheckpointManager
+
+    manager = CheckpointManager(storage, f"{prefix}/checkpoints")
+    assert manager.complete_steps() == list(steps)
+    manifests = {step: manager.manifest(step) for step in steps}
+    for manifest in manifests.values():
+        assert manifest is not None and manifest.files and manifest.created_at
+        for item in manifest.files:
+            assert storage.size(f"{prefix}/checkpoints/{item.path}") == item.size
+    assert read_json(storage, f"{prefix}/checkpoints/latest.json")["step"] == steps[-1]
+    run_json = read_json(storage, f"{prefix}/config/run.json")
+    assert run_json["world_size"] == world_size and run_json["config"]["checkpoint_prefix"] == prefix
+    assert "torch" in run_json["versions"] and run_json["started_at"]
+    metrics = read_jsonl(storage, f"{prefix}/logs/metrics.jsonl")
+    train_rows = [m for m in metrics if m.get("loss") is not None and m.get("kind", "train") == "train"]
+    assert train_rows, metrics
+    for row in train_rows:
+        assert {"step", "loss", "lr", "tokens_per_s", "elapsed_s"} <= row.keys()
+    assert [r["step"] for r in train_rows] == sorted(r["step"] for r in train_rows)
+    assert train_rows[-1]["step"] == total_steps
+    progress = read_json(storage, f"{prefix}/logs/progress.json")
+    assert (progress["step"], progress["total_steps"], progress["state"]) == (total_steps, total_steps, "completed")
+    assert progress["loss"] is not None and progress["updated_at"]
+    log = storage.get_bytes(f"{prefix}/logs/train-rank0.log").decode()
+    assert "completed" in log
+    return {"manifests": manifests, "metrics": metrics, "train_rows": train_rows, "progress": progress,
+            "run": run_json, "log": log}
