@@ -408,6 +408,7 @@ class JobStore:
         """
         given = {"status": status, "framework": framework, "run_id": run_id, "namespace": namespace}
         wanted = {k: str(v) for k, v in given.items() if v is not None}
+        limit = max(1, limit)
         kind = next((k for k in ("status", "run_id", "namespace", "framework") if k in wanted), None)
         index = self._idx(kind, wanted[kind]) if kind else self._idx("all")
         start = "(" + decode_cursor(cursor) if cursor else "-"
@@ -457,7 +458,8 @@ class JobStore:
         return list(self.redis.zrangebyscore(self._entered(JobStatus.QUEUED), "-inf", cutoff))  # type: ignore[arg-type]
 
     def mark_requeued(self, names: Iterable[str]) -> None:
-        """Restart the staleness clock of queued jobs just re-enqueued (their `enqueued_at` and FIFO place stay)."""
+        """Restart the staleness clock of queued jobs just re-enqueued, so each is re-sent at most once per
+        `older_than_s`. Their `enqueued_at` stays; `names_in(QUEUED)` orders them by this clock from now on."""
         now_ms = _ms(time.time())
         mapping = {name: now_ms for name in names}
         if mapping:
