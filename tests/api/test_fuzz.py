@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -65,3 +66,14 @@ def test_any_map_entry_is_never_a_5xx(fuzz_client: Any, key: str, value: Any, fi
 @given(raw=st.binary(max_size=200))
 def test_any_bytes_are_never_a_5xx(fuzz_client: Any, raw: bytes) -> None:
     assert_not_5xx(fuzz_client, raw)
+
+
+@common
+@given(query=st.dictionaries(st.sampled_from(["status", "framework", "run_id", "namespace", "limit", "cursor", "x"]),
+                             st.text(max_size=30), max_size=4),
+       name=st.text(min_size=1, max_size=40).filter(lambda s: "/" not in s and s not in {".", ".."}))
+def test_any_list_query_or_job_name_is_never_a_5xx(fuzz_client: Any, query: dict[str, str], name: str) -> None:
+    assert fuzz_client.get("/train", query_string=query, headers=AUTH).status_code < 500
+    for method, path in [("get", ""), ("get", "/events"), ("post", "/cancel"), ("post", "/retry")]:
+        response = getattr(fuzz_client, method)(f"/train/{quote(name, safe='')}{path}", headers=AUTH)
+        assert response.status_code < 500, (name, response.get_json())
