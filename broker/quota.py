@@ -98,6 +98,14 @@ class QuotaLedger:
         pipe.hdel(need, job)
         return bool(pipe.execute()[0])
 
+    def leave_line(self, namespace: str, job: str) -> None:
+        """Take a job that no longer waits out of the line (its reservations, if any, stay)."""
+        _, line, need = self._keys(namespace)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zrem(line, job)
+        pipe.hdel(need, job)
+        pipe.execute()
+
     def line(self, namespace: str) -> list[str]:
         """The jobs waiting in the namespace, first in line first."""
         return list(self.redis.zrange(self._keys(namespace)[1], 0, -1))  # type: ignore[arg-type]

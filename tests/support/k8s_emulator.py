@@ -76,6 +76,8 @@ class K8sEmulator:
         self.counts: Counter[tuple[str, str]] = Counter()
         self.delete_policies: list[str | None] = []
         self.version = 1000
+        #: Bumped by `reset`: a request still in flight from before (a slow one) is dropped, not applied.
+        self.generation = 0
         #: The status of a successful create: 201 like a real server; 200 reproduces kmock's gap (FACTS.md).
         self.create_code = 201
         self.server: ThreadingHTTPServer | None = None
@@ -105,6 +107,7 @@ class K8sEmulator:
 
     def reset(self) -> None:
         with self.lock:
+            self.generation += 1
             self.jobs.clear()
             self.quotas.clear()
             self.faults.clear()
@@ -308,9 +311,12 @@ class _Handler(BaseHTTPRequestHandler):
         verb, namespace, name = route
         with self.emu.lock:
             self.emu.counts[(verb, namespace)] += 1
+            generation = self.emu.generation
         fault = self.emu.take_fault(verb)
         if fault and fault.kind == "slow":
             time.sleep(fault.delay_s)
+            if generation != self.emu.generation:
+                return self._drop()
         if fault and fault.kind == "drop":
             return self._drop()
         if fault and fault.kind == "status":

@@ -1,0 +1,120 @@
+"""`submit_job(name)`: from `queued` to a PyTorchJob on the cluster, exactly once per attempt.
+
+1. Re-read the record; do nothing when the job has moved on (already submitted, cancelled, a newer attempt).
+2. Quota admission (`broker.admission`); a job that does not fit waits in `waiting_quota`.
+3. For a retried attempt, delete the previous attempt's object if it is still there.
+4. Render (`broker.render`, pure) and create under the one retry loop (`broker.retry`). `AlreadyExists` for the
+   object of this job and attempt (its labels say so) is success — a redelivered task or a create whose answer was
+   lost never makes a duplicate; for anyone else's object it is a clear failure. Other 4xx fail at once with the
+   API server's message; transient errors that outlast the retries fail the job with the last error.
+5. Record `submitted` with the object's name. If a cancel arrived meanwhile, the object just created is deleted and
+   the cancel finished, so a cancel during submission never leaves a running object behind.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from broker.admission import ADMISSIBLE, admit
+from broker.backends.errors import AlreadyExists, ClusterError, TransientClusterError
+from broker.cancel import finish_cancel
+from broker.context import BrokerContext
+from broker.jobs import ON_CLUSTER, JobRecord, JobStatus, object_name
+from broker.render import attempt_selector, render_pytorchjob
+from broker.retry import GaveUp
+from broker.store import IllegalTransition
+
+S = JobStatus
+log = logging.getLogger(__name__)
+
+
+def submit_job(ctx: BrokerContext, name: str) -> str:
+    """Run the submission of job `name`. Returns what happened (for logs and tests): `submitted`, `waiting_quota`,
+    `failed`, `cancelled` or `skipped: <why>`."""
+    record = ctx.store.get(name)
+    if record is None:
+        return "skipped: no such job"
+    if record.status == S.CANCELLING:
+        finish_cancel(ctx, record)
+        return "cancelled"
+    if record.status in ADMISSIBLE:
+        admitted = admit(ctx, record)
+        if admitted is None:
+            return "waiting_quota"
+        record = admitted
+    if record.status != S.ADMITTED:
+        return f"skipped: job is {record.status}"
+    return _create(ctx, record)
+
+
+def _create(ctx: BrokerContext, record: JobRecord) -> str:
+    namespace = record.namespace
+    job = render_pytorchjob(record, ctx.settings)
+    try:
+        if record.attempt > 1:
+            _delete_previous_attempt(ctx, record)
+        ctx.with_retries(lambda: create_own(ctx, job, record), f"create PyTorchJob {namespace}/{record.object_name()}")
+    except GaveUp as exc:
+        return _fail(ctx, record, f"could not create the PyTorchJob: {exc}")
+    except ClusterError as exc:
+        return _fail(ctx, record, f"the cluster refused the PyTorchJob: {exc}")
+    return _record_submitted(ctx, record)
+
+
+def create_own(ctx: BrokerContext, job: dict[str, Any], record: JobRecord) -> dict[str, Any]:
+    """Create `job`; an existing object counts as created only when it is this job's attempt."""
+    try:
+        return ctx.backend.create(job)
+    except AlreadyExists as exc:
+        existing = ctx.backend.get(record.namespace, record.object_name())
+        if existing is None:  # deleted between our create and our read: try the create again
+            raise TransientClusterError(f"{exc}, but it was gone when read back") from exc
+        labels = existing.get("metadata", {}).get("labels") or {}
+        wanted = attempt_selector(record.name, record.attempt)
+        if all(labels.get(k) == v for k, v in wanted.items()):
+            log.info("PyTorchJob %s already exists for this attempt: created before", record.object_name())
+            return existing
+        raise AlreadyExists(
+            f"a PyTorchJob named {record.object_name()} already exists in namespace {record.namespace} and was not "
+            f"created by this system for job {record.name} attempt {record.attempt}",
+            status=409,
+        ) from exc
+
+
+def _delete_previous_attempt(ctx: BrokerContext, record: JobRecord) -> None:
+    previous = object_name(record.name, record.attempt - 1)
+    if ctx.with_retries(lambda: ctx.backend.delete(record.namespace, previous), f"delete PyTorchJob {previous}"):
+        log.info("deleted the previous attempt's PyTorchJob %s/%s", record.namespace, previous)
+
+
+def _record_submitted(ctx: BrokerContext, record: JobRecord) -> str:
+    obj = record.object_name()
+    try:
+        ctx.store.transition(record.name, S.SUBMITTED, reason=f"created PyTorchJob {record.namespace}/{obj}",
+                             expect_from={S.ADMITTED}, expect_attempt=record.attempt, cluster_object=obj)
+        return "submitted"
+    except IllegalTransition as stale:
+        if stale.attempt == record.attempt and stale.current in ON_CLUSTER:
+            return "skipped: already submitted"
+    # The job moved on while we created its object (cancelled, failed, a newer attempt): the object must go.
+    ctx.with_retries(lambda: ctx.backend.delete(record.namespace, obj), f"delete PyTorchJob {obj}")
+    current = ctx.store.get(record.name)
+    if current is not None and current.status == S.CANCELLING and current.attempt == record.attempt:
+        finish_cancel(ctx, current, already_deleted=True)
+    return "cancelled"
+
+
+def _fail(ctx: BrokerContext, record: JobRecord, detail: str) -> str:
+    log.warning("job %s attempt %d failed to submit: %s", record.name, record.attempt, detail)
+    ctx.quota.release(record.namespace, record.name, record.attempt)
+    try:
+        ctx.store.transition(record.name, S.FAILED, reason=detail, expect_from={S.ADMITTED},
+                             expect_attempt=record.attempt)
+    except IllegalTransition as stale:
+        current = ctx.store.get(record.name)
+        if current is not None and current.status == S.CANCELLING and stale.attempt == record.attempt:
+            finish_cancel(ctx, current)
+            return "cancelled"
+        return f"skipped: job is {stale.current}"
+    return "failed"

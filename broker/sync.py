@@ -1,0 +1,209 @@
+"""The periodic work of celery beat's one schedule entry: status sync, quota admission, re-enqueue, clean-up.
+
+Exactly one beat runs: the deployment runs the beat as its own Deployment with `replicas: 1` and
+`strategy: Recreate` (the old pod is gone before a new one starts), and beat is never embedded in a worker
+(`worker -B`). Even so, a sync that overlaps another (a slow cycle, or a second beat by mistake) is harmless: each
+cycle takes a Redis lock and a cycle that finds it held does nothing, and every write is a conditional transition.
+
+Per cycle:
+1. One LIST of this system's PyTorchJobs per namespace that has jobs on the cluster (label selector, paginated) —
+   never one GET per job. Conditions map onto the lifecycle (Failed and Succeeded are final; then Suspended,
+   Restarting, Running; Created alone leaves a job `submitted`), with `replicaStatuses` in the detail and the
+   cluster's `startTime`/`completionTime`; only changes are written, in one pipeline (`transition_many`), with
+   events. Quota is released for jobs that ended.
+2. A job whose object is missing from its LIST for `vanished_grace_cycles` cycles in a row is `failed` with a clear
+   detail (its history stays in Redis).
+3. `waiting_quota` jobs are admitted in FIFO order as capacity frees; admitted jobs get a submit task.
+4. Jobs stuck in `queued` (a lost message) are enqueued again; jobs stuck in `cancelling` get a cancel task again.
+5. The quota ledger is reconciled: reservations of ended jobs or old attempts are given back, and jobs that no longer
+   wait leave the line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from broker.admission import admit
+from broker.backends.errors import ClusterError
+from broker.celery_app import CANCEL_TASK, SUBMIT_TASK
+from broker.context import BrokerContext
+from broker.jobs import ON_CLUSTER, TERMINAL, JobRecord, JobStatus
+from broker.quota import parse_member
+from broker.render import MANAGED_SELECTOR
+from broker.store import Change, StoreError
+
+S = JobStatus
+log = logging.getLogger(__name__)
+
+#: Condition types in the order they decide the job's status (the first one that is True wins).
+PRECEDENCE = (("Failed", S.FAILED), ("Succeeded", S.SUCCEEDED), ("Suspended", S.SUSPENDED),
+              ("Restarting", S.RESTARTING), ("Running", S.RUNNING), ("Created", S.SUBMITTED))
+
+
+@dataclasses.dataclass
+class SyncReport:
+    listed_namespaces: list[str] = dataclasses.field(default_factory=list)
+    changed: dict[str, str] = dataclasses.field(default_factory=dict)
+    vanished: list[str] = dataclasses.field(default_factory=list)
+    admitted: list[str] = dataclasses.field(default_factory=list)
+    requeued: list[str] = dataclasses.field(default_factory=list)
+    skipped: bool = False
+
+
+def map_status(obj: dict[str, Any]) -> tuple[JobStatus, str] | None:
+    """The lifecycle status and a detail for a PyTorchJob's `.status`, or None when it has no True condition."""
+    status = obj.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    for kind, target in PRECEDENCE:
+        if kind in conditions:
+            cond = conditions[kind]
+            detail = cond.get("message") or cond.get("reason") or kind
+            replicas = _replica_summary(status.get("replicaStatuses") or {})
+            return target, f"{detail} ({replicas})" if replicas else detail
+    return None
+
+
+def _replica_summary(statuses: dict[str, Any]) -> str:
+    parts = []
+    for kind in sorted(statuses):
+        counts = statuses[kind] or {}
+        shown = ", ".join(f"{counts[k]} {k}" for k in ("active", "succeeded", "failed") if counts.get(k))
+        if shown:
+            parts.append(f"{kind}: {shown}")
+    return "; ".join(parts)
+
+
+def sync_jobs(ctx: BrokerContext) -> SyncReport:
+    """One cycle. Skips (report.skipped) when another cycle holds the lock."""
+    lock, token = ctx.key("sync:lock"), secrets.token_hex(8)
+    ttl = max(60, int(ctx.settings.sync_interval_s * 6))
+    if not ctx.redis.set(lock, token, nx=True, ex=ttl):
+        return SyncReport(skipped=True)
+    try:
+        report = SyncReport()
+        sync_cluster_status(ctx, report)
+        admit_waiting(ctx, report)
+        requeue_stuck(ctx, report)
+        reconcile_quota(ctx)
+        return report
+    finally:
+        if ctx.redis.get(lock) == token:
+            ctx.redis.delete(lock)
+
+
+def sync_cluster_status(ctx: BrokerContext, report: SyncReport) -> None:
+    for namespace, names in ctx.store.by_namespace(*ON_CLUSTER).items():
+        records = [r for r in (ctx.store.get(n) for n in names) if r is not None and r.status in ON_CLUSTER]
+        try:
+            objects = ctx.backend.list(namespace, MANAGED_SELECTOR)
+        except ClusterError as exc:
+            log.warning("status sync: LIST in namespace %s failed, trying next cycle: %s", namespace, exc)
+            continue
+        report.listed_namespaces.append(namespace)
+        by_name = {o["metadata"]["name"]: o for o in objects}
+        changes = _changes(ctx, records, by_name, report)
+        _apply(ctx, changes, report)
+
+
+def _changes(ctx: BrokerContext, records: list[JobRecord], by_name: dict[str, Any],
+             report: SyncReport) -> list[Change]:
+    changes: list[Change] = []
+    missing_key = ctx.key("sync:missing")
+    for record in records:
+        member = f"{record.name}#{record.attempt}"
+        obj = by_name.get(record.cluster_object or record.object_name())
+        if obj is None:
+            seen_missing = int(ctx.redis.hincrby(missing_key, member, 1))  # type: ignore[arg-type]
+            if seen_missing >= ctx.settings.vanished_grace_cycles:
+                report.vanished.append(record.name)
+                changes.append(Change(record.name, S.FAILED, _vanished_detail(record, seen_missing),
+                                      frozenset({record.status}), record.attempt))
+            continue
+        ctx.redis.hdel(missing_key, member)
+        mapped = map_status(obj)
+        if mapped is None or mapped[0] == record.status:
+            continue
+        target, detail = mapped
+        status = obj.get("status") or {}
+        fields: dict[str, Any] = {"detail": detail}
+        if status.get("startTime") and target in (S.RUNNING, *TERMINAL) and not record.started_at:
+            fields["started_at"] = status["startTime"]
+        if status.get("completionTime") and target in TERMINAL:
+            fields["finished_at"] = status["completionTime"]
+        changes.append(Change(record.name, target, detail, frozenset({record.status}), record.attempt, fields))
+    return changes
+
+
+def _vanished_detail(record: JobRecord, cycles: int) -> str:
+    return (f"PyTorchJob {record.namespace}/{record.cluster_object or record.object_name()} vanished from the "
+            f"cluster before it finished (deleted by hand or by its TTL): missing in {cycles} status syncs in a row")
+
+
+def _apply(ctx: BrokerContext, changes: list[Change], report: SyncReport) -> None:
+    for change, result in zip(changes, ctx.store.transition_many(changes), strict=True):
+        if isinstance(result, StoreError):
+            log.info("status sync: %s not moved to %s: %s", change.name, change.to, result)
+            continue
+        report.changed[change.name] = change.to.value
+        if change.to in TERMINAL:
+            ctx.quota.release(result.namespace, result.name, result.attempt)
+            ctx.redis.hdel(ctx.key("sync:missing"), f"{result.name}#{result.attempt}")
+
+
+def admit_waiting(ctx: BrokerContext, report: SyncReport) -> None:
+    """Try every waiting job, first in line first; the quota's FIFO keeps later jobs behind earlier ones."""
+    cache: dict[str, int | None] = {}
+    for name in ctx.store.names_in(S.WAITING_QUOTA):
+        record = ctx.store.get(name)
+        if record is None or record.status != S.WAITING_QUOTA:
+            continue
+        try:
+            admitted = admit(ctx, record, cache)
+        except ClusterError as exc:
+            log.warning("admission of %s: cannot read the namespace's ResourceQuota: %s", name, exc)
+            continue
+        if admitted is not None:
+            report.admitted.append(name)
+            ctx.enqueue(SUBMIT_TASK, name)
+
+
+def requeue_stuck(ctx: BrokerContext, report: SyncReport) -> None:
+    stale = ctx.store.stale_queued(ctx.settings.requeue_after_s)
+    for name in stale:
+        ctx.enqueue(SUBMIT_TASK, name)
+    ctx.store.mark_requeued(stale)
+    report.requeued = list(stale)
+    cutoff = time.time() - ctx.settings.requeue_after_s
+    for name in ctx.store.names_in(S.CANCELLING, S.ADMITTED):
+        record = ctx.store.get(name)
+        if record is not None and _epoch(record.updated_at) < cutoff:
+            ctx.enqueue(CANCEL_TASK if record.status == S.CANCELLING else SUBMIT_TASK, name)
+            ctx.store.update(name, detail=record.detail)  # restarts the clock (updated_at)
+            report.requeued.append(name)
+
+
+def _epoch(stamp: str) -> float:
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(UTC).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def reconcile_quota(ctx: BrokerContext) -> None:
+    """Give back reservations nobody holds any more; take jobs that stopped waiting out of the line."""
+    for namespace in ctx.quota.namespaces_held():
+        for member in ctx.quota.held(namespace):
+            job, attempt = parse_member(member)
+            record = ctx.store.get(job)
+            if record is None or record.attempt != attempt or record.status in TERMINAL:
+                ctx.quota.release(namespace, job, attempt)
+    for namespace in ctx.quota.namespaces_waiting():
+        for job in ctx.quota.line(namespace):
+            record = ctx.store.get(job)
+            if record is None or record.status not in (S.QUEUED, S.WAITING_QUOTA):
+                ctx.quota.leave_line(namespace, job)

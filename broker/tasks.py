@@ -1,0 +1,65 @@
+"""The broker's Celery tasks: thin. Each takes a job name, builds nothing itself and calls the logic
+(`broker.submit`, `broker.cancel`, `broker.sync`) with this process's context.
+
+Automatic retries only for transient infrastructure errors (the cluster answered 429/5xx or not at all after the
+logic's own retries, or Redis is unreachable) — never for `Exception`: a programming error or a permanent 4xx must
+not loop. The context (Redis client, cluster backend) is built lazily in each worker process, after the fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import redis
+
+from broker.backends import make_backend
+from broker.backends.errors import TransientClusterError
+from broker.cancel import cancel_job as cancel_logic
+from broker.celery_app import CANCEL_TASK, SUBMIT_TASK, SYNC_TASK, app
+from broker.context import BrokerContext
+from broker.settings import BrokerSettings
+from broker.submit import submit_job as submit_logic
+from broker.sync import sync_jobs as sync_logic
+
+log = logging.getLogger(__name__)
+TRANSIENT = (TransientClusterError, redis.ConnectionError, redis.TimeoutError)
+_context: tuple[int, BrokerContext] | None = None
+
+
+def enqueue(task_name: str, job_name: str) -> None:
+    app.send_task(task_name, args=[job_name])
+
+
+def context() -> BrokerContext:
+    """This process's context (rebuilt in a forked child: clients must not cross a fork)."""
+    global _context
+    if _context is None or _context[0] != os.getpid():
+        settings = BrokerSettings.from_env()
+        _context = (os.getpid(), BrokerContext.build(settings, make_backend(settings), enqueue))
+    return _context[1]
+
+
+_RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": 2, "retry_backoff_max": 120, "retry_jitter": True,
+          "max_retries": 10}
+
+
+@app.task(name=SUBMIT_TASK, acks_late=True, **_RETRY)
+def submit_job(name: str) -> str:
+    outcome = submit_logic(context(), name)
+    log.info("submit %s: %s", name, outcome)
+    return outcome
+
+
+@app.task(name=CANCEL_TASK, acks_late=True, **_RETRY)
+def cancel_job(name: str) -> str:
+    outcome = cancel_logic(context(), name)
+    log.info("cancel %s: %s", name, outcome)
+    return outcome
+
+
+@app.task(name=SYNC_TASK, acks_late=True, autoretry_for=(), max_retries=0)
+def sync_jobs() -> dict[str, object]:
+    report = sync_logic(context())
+    return {"changed": report.changed, "vanished": report.vanished, "admitted": report.admitted,
+            "requeued": report.requeued, "skipped": report.skipped}
