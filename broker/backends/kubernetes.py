@@ -75,7 +75,7 @@ class KubernetesBackend:
             if stored is None:
                 raise errors.ServerError(f"created PyTorchJob {meta['name']} but could not read it back")
             return stored
-        return dict(created)
+        return _as_dict(created)
 
     def get(self, namespace: str, name: str) -> PyTorchJob | None:
         try:
@@ -85,7 +85,7 @@ class KubernetesBackend:
                 )
         except errors.NotFound:
             return None
-        return dict(found)
+        return _as_dict(found)
 
     def list(self, namespace: str, label_selector: str) -> JobList:
         """All pages of the LIST; a continue token that expired (410) restarts the LIST once."""
@@ -103,8 +103,9 @@ class KubernetesBackend:
                     GROUP, VERSION, namespace, PLURAL, label_selector=label_selector, limit=self.page_size,
                     _continue=token, _request_timeout=self.timeout,
                 )
-            items.extend(page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue") or None
+            body = _as_dict(page)
+            items.extend(body.get("items") or [])
+            token = (body.get("metadata") or {}).get("continue") or None
             if not token:
                 return items
 
@@ -133,6 +134,12 @@ class KubernetesBackend:
                     left = parse_quantity(hard[key]) - parse_quantity(used.get(key, "0"))
                     free = left if free is None else min(free, left)
         return None if free is None else max(int(free), 0)
+
+
+def _as_dict(answer: object) -> dict[str, Any]:
+    if not isinstance(answer, dict):
+        raise errors.ServerError(f"the API server answered {type(answer).__name__}, not an object")
+    return answer
 
 
 @contextlib.contextmanager
