@@ -33,6 +33,7 @@ from typing import Any
 import redis
 
 from broker.jobs import TERMINAL, TRANSITIONS, JobRecord, JobStatus
+from broker.store_scripts import CREATE, TRANSITION, UPDATE
 
 # --- errors ----------------------------------------------------------------------------------------------------
 
@@ -103,68 +104,6 @@ def decode_cursor(cursor: str) -> str:
     return key
 
 
-# --- Lua -------------------------------------------------------------------------------------------------------
-
-_CREATE = """
--- KEYS: job, events, idx:all, idx:status:queued, idx:framework, idx:run_id, idx:namespace, entered:queued
--- ARGV: spec_hash, sort_key, now_ms, event_json, name, field, value, field, value, ...
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  local same = redis.call('HGET', KEYS[1], 'spec_hash') == ARGV[1]
-  return {same and 'exists' or 'conflict', redis.call('HGETALL', KEYS[1])}
-end
-local fields = {}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(fields))
-for i = 3, 7 do redis.call('ZADD', KEYS[i], 0, ARGV[2]) end
-redis.call('ZADD', KEYS[8], tonumber(ARGV[3]), ARGV[5])
-redis.call('RPUSH', KEYS[2], ARGV[4])
-return {'created', {}}
-"""
-
-_TRANSITION = """
--- KEYS: job, events
--- ARGV: prefix, name, to, now_iso, now_ms, reason, allowed_from_csv, expect_from_csv, expect_attempt,
---       terminal_csv, field, value, ...
-local job, p, name, to, now = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local function has(csv, s) return string.find(',' .. csv .. ',', ',' .. s .. ',', 1, true) ~= nil end
-local cur = redis.call('HGET', job, 'status')
-if not cur then return {'missing'} end
-local attempt = tonumber(redis.call('HGET', job, 'attempt'))
-if not has(ARGV[7], cur) then return {'illegal', cur, attempt} end
-if ARGV[8] ~= '*' and not has(ARGV[8], cur) then return {'unexpected', cur, attempt} end
-if ARGV[9] ~= '' and tonumber(ARGV[9]) ~= attempt then return {'attempt', cur, attempt} end
-local set = {status = to, updated_at = now, detail = ARGV[6]}
-if to == 'queued' and (cur == 'failed' or cur == 'cancelled') then
-  attempt = attempt + 1
-  set.attempt = tostring(attempt)
-  set.submitted_at, set.started_at, set.finished_at, set.cluster_object = '', '', '', ''
-end
-if to == 'queued' or to == 'waiting_quota' then set.enqueued_at = now end
-if to == 'submitted' then set.submitted_at = now end
-if to == 'running' and (redis.call('HGET', job, 'started_at') or '') == '' then set.started_at = now end
-if has(ARGV[10], to) then set.finished_at = now end
-for i = 11, #ARGV, 2 do set[ARGV[i]] = ARGV[i + 1] end
-local flat = {}
-for k, v in pairs(set) do flat[#flat + 1] = k; flat[#flat + 1] = v end
-redis.call('HSET', job, unpack(flat))
-attempt = tonumber(set.attempt or attempt)
-local sk = redis.call('HGET', job, 'sort_key')
-redis.call('ZREM', p .. 'idx:status:' .. cur, sk)
-redis.call('ZADD', p .. 'idx:status:' .. to, 0, sk)
-redis.call('ZREM', p .. 'entered:' .. cur, name)
-redis.call('ZADD', p .. 'entered:' .. to, tonumber(ARGV[5]), name)
-local event = {at = now, from = cur, to = to, reason = ARGV[6], attempt = attempt}
-redis.call('RPUSH', KEYS[2], cjson.encode(event))
-return {'ok', redis.call('HGETALL', job)}
-"""
-
-_UPDATE = """
--- KEYS: job; ARGV: now_iso, field, value, ...
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[1], unpack(ARGV, 2))
-return {'ok', redis.call('HGETALL', KEYS[1])}
-"""
-
 #: Fields only the store writes; `update` and `transition(**fields)` refuse them.
 _PROTECTED = frozenset(
     {"name", "spec", "spec_hash", "status", "created_at", "updated_at", "sort_key", "namespace", "framework", "run_id"}
@@ -210,9 +149,9 @@ class JobStore:
             raise ValueError("JobStore needs a Redis client created with decode_responses=True")
         self.redis = redis_client
         self.prefix = prefix
-        self._create = redis_client.register_script(_CREATE)
-        self._transition = redis_client.register_script(_TRANSITION)
-        self._update = redis_client.register_script(_UPDATE)
+        self._create = redis_client.register_script(CREATE)
+        self._transition = redis_client.register_script(TRANSITION)
+        self._update = redis_client.register_script(UPDATE)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "tb:") -> JobStore:

@@ -1,0 +1,66 @@
+"""The job store's Lua scripts. Each runs atomically in Redis; `broker.store.JobStore` is their only caller.
+
+Replies are tables whose first item names the outcome (`created`/`exists`/`conflict`, `ok`/`missing`/`illegal`/
+`unexpected`/`attempt`), so domain refusals never travel as Redis errors and a pipeline of many transitions reports
+each one separately. Index key names are built from the prefix inside TRANSITION (single Redis, not Cluster).
+"""
+
+CREATE = """
+-- KEYS: job, events, idx:all, idx:status:queued, idx:framework, idx:run_id, idx:namespace, entered:queued
+-- ARGV: spec_hash, sort_key, now_ms, event_json, name, field, value, field, value, ...
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local same = redis.call('HGET', KEYS[1], 'spec_hash') == ARGV[1]
+  return {same and 'exists' or 'conflict', redis.call('HGETALL', KEYS[1])}
+end
+local fields = {}
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+for i = 3, 7 do redis.call('ZADD', KEYS[i], 0, ARGV[2]) end
+redis.call('ZADD', KEYS[8], tonumber(ARGV[3]), ARGV[5])
+redis.call('RPUSH', KEYS[2], ARGV[4])
+return {'created', {}}
+"""
+
+TRANSITION = """
+-- KEYS: job, events
+-- ARGV: prefix, name, to, now_iso, now_ms, reason, allowed_from_csv, expect_from_csv, expect_attempt,
+--       terminal_csv, field, value, ...
+local job, p, name, to, now = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local function has(csv, s) return string.find(',' .. csv .. ',', ',' .. s .. ',', 1, true) ~= nil end
+local cur = redis.call('HGET', job, 'status')
+if not cur then return {'missing'} end
+local attempt = tonumber(redis.call('HGET', job, 'attempt'))
+if not has(ARGV[7], cur) then return {'illegal', cur, attempt} end
+if ARGV[8] ~= '*' and not has(ARGV[8], cur) then return {'unexpected', cur, attempt} end
+if ARGV[9] ~= '' and tonumber(ARGV[9]) ~= attempt then return {'attempt', cur, attempt} end
+local set = {status = to, updated_at = now, detail = ARGV[6]}
+if to == 'queued' and (cur == 'failed' or cur == 'cancelled') then
+  attempt = attempt + 1
+  set.attempt = tostring(attempt)
+  set.submitted_at, set.started_at, set.finished_at, set.cluster_object = '', '', '', ''
+end
+if to == 'queued' or to == 'waiting_quota' then set.enqueued_at = now end
+if to == 'submitted' then set.submitted_at = now end
+if to == 'running' and (redis.call('HGET', job, 'started_at') or '') == '' then set.started_at = now end
+if has(ARGV[10], to) then set.finished_at = now end
+for i = 11, #ARGV, 2 do set[ARGV[i]] = ARGV[i + 1] end
+local flat = {}
+for k, v in pairs(set) do flat[#flat + 1] = k; flat[#flat + 1] = v end
+redis.call('HSET', job, unpack(flat))
+attempt = tonumber(set.attempt or attempt)
+local sk = redis.call('HGET', job, 'sort_key')
+redis.call('ZREM', p .. 'idx:status:' .. cur, sk)
+redis.call('ZADD', p .. 'idx:status:' .. to, 0, sk)
+redis.call('ZREM', p .. 'entered:' .. cur, name)
+redis.call('ZADD', p .. 'entered:' .. to, tonumber(ARGV[5]), name)
+local event = {at = now, from = cur, to = to, reason = ARGV[6], attempt = attempt}
+redis.call('RPUSH', KEYS[2], cjson.encode(event))
+return {'ok', redis.call('HGETALL', job)}
+"""
+
+UPDATE = """
+-- KEYS: job; ARGV: now_iso, field, value, ...
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[1], unpack(ARGV, 2))
+return {'ok', redis.call('HGETALL', KEYS[1])}
+"""
