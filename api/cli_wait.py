@@ -17,12 +17,25 @@ if TYPE_CHECKING:
     from api.cli import Client
 
 
+def is_newer(progress: dict[str, Any], seen: dict[str, Any] | None) -> bool:
+    """True when `progress` is a later report than `seen` (by `updated_at`; API replicas may cache different ones)."""
+    if seen is None:
+        return True
+    return str(progress.get("updated_at", "")) >= str(seen.get("updated_at", "")) and progress != seen
+
+
 class Display:
     """Plain lines: one per state change and one per new training step."""
 
     def __init__(self, name: str, out: TextIO) -> None:
         self.name, self.out = name, out
         self.last_step: int | None = None
+        self.seen: dict[str, Any] | None = None
+
+    def update(self, progress: dict[str, Any]) -> None:
+        if is_newer(progress, self.seen):
+            self.seen = progress
+            self.progress(progress)
 
     def state(self, job: dict[str, Any]) -> None:
         detail = f" ({job['detail']})" if job.get("detail") else ""
@@ -94,13 +107,13 @@ def wait_for_job(client: Client, name: str, interval_s: float, timeout_s: float 
     try:
         while True:
             job = client.get(f"/train/{name}")
-            if job["status"] in (JobStatus.RUNNING, *TERMINAL):
-                progress = fetch_progress(client, name)
-                if progress:
-                    display.progress(progress)
             if job["status"] != last_status:
                 display.state(job)
                 last_status = job["status"]
+            if job["status"] in (JobStatus.RUNNING, *TERMINAL):
+                progress = fetch_progress(client, name)
+                if progress:
+                    display.update(progress)
             if job["status"] in TERMINAL:
                 break
             if deadline is not None and time.monotonic() > deadline:
