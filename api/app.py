@@ -44,7 +44,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings.check()
     enqueue = config.pop("ENQUEUE", None) or CeleryEnqueuer(settings.broker)
 
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)
     app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_body_bytes, **config)
     client = redis.Redis.from_url(
         settings.broker.redis_url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5
