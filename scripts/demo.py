@@ -8,7 +8,8 @@ with `trainctl`; shows state changes and training steps as they happen; shows th
 longer run once it has a checkpoint and retries it, which resumes from that checkpoint; prints where Flower is; and
 stops everything it started — also on Ctrl-C or a failure. Exit status 0 only when every job ended as expected.
 
-Options: `--keep` leaves the services running until Ctrl-C (to explore the API and Flower).
+Options: `--keep` leaves the services running until Ctrl-C (to explore the API and Flower); `--dir` puts the demo's
+files elsewhere than `.demo/` (the tests use it).
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class Services:
             proc = subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append((name, proc))
-        say(f"started {name} (pid {proc.pid}), log: {(self.log_dir / f'{name}.log').relative_to(REPO)}")
+        say(f"started {name} (pid {proc.pid}), log: {self.log_dir / f'{name}.log'}")
 
     def check_alive(self) -> None:
         for name, proc in self.procs:
@@ -136,13 +137,14 @@ def _signal(proc: subprocess.Popen[bytes], signum: int) -> None:
 
 
 class Demo:
-    def __init__(self) -> None:
+    def __init__(self, root: Path) -> None:
+        self.dir = root
         self.ports = {name: free_port() for name in ("redis", "api", "flower")}
         self.token = secrets.token_urlsafe(16)
         self.flower_auth = f"demo:{secrets.token_urlsafe(12)}"
         self.api_url = f"http://127.0.0.1:{self.ports['api']}"
         self.flower_url = f"http://127.0.0.1:{self.ports['flower']}"
-        self.services = Services(DEMO / "logs")
+        self.services = Services(self.dir / "logs")
         self.client = Client(CliSettings(base_url=self.api_url, token=self.token), timeout_s=15)
         self.results: list[tuple[str, bool, str]] = []
 
@@ -153,7 +155,7 @@ class Demo:
             "TRAINER_API_TOKEN": self.token,
             "TRAINER_BASE_URL": self.api_url,
             "TRAINER_CLUSTER_BACKEND": "local",
-            "TRAINER_LOCAL_WORKDIR": str(DEMO / "jobs"),
+            "TRAINER_LOCAL_WORKDIR": str(self.dir / "jobs"),
             "TRAINER_LOCAL_TERMINATE_GRACE_S": "10",
             "TRAINER_SYNC_INTERVAL_S": "1",
             "TRAINER_NAMESPACE": "default",
@@ -171,7 +173,7 @@ class Demo:
         env, celery = self.env(), str(BIN / "celery")
         redis_bin = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.services.start("redis", [redis_bin, "--port", str(self.ports["redis"]), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no", "--dir", str(DEMO)], env)
+                                      "--save", "", "--appendonly", "no", "--dir", str(self.dir)], env)
         client = redis.Redis.from_url(env["REDIS_URL"])
         wait_until("Redis", lambda: _pings(client), 20, self.services)
         self.services.start("api", [str(BIN / "gunicorn"), "-b", f"127.0.0.1:{self.ports['api']}", "-w", "2",
@@ -179,17 +181,18 @@ class Demo:
         self.services.start("worker", [celery, "-A", "broker.celery_app", "worker", "-l", "info", "-c", "2",
                                        "-n", "demo@%h", "--without-gossip", "--without-mingle"], env)
         self.services.start("beat", [celery, "-A", "broker.celery_app", "beat", "-l", "info",
-                                     "-s", str(DEMO / "celerybeat-schedule")], env)
+                                     "-s", str(self.dir / "celerybeat-schedule")], env)
         self.services.start("flower", [celery, "-A", "broker.celery_app", "flower", "--address=127.0.0.1",
                                        f"--port={self.ports['flower']}", f"--basic-auth={self.flower_auth}"], env)
         wait_until("the API to be ready", lambda: _ok(f"{self.api_url}/readyz"), 60, self.services)
         wait_until("Flower", lambda: _ok(f"{self.flower_url}/healthcheck"), 60, self.services)
-        say(f"API ready at {self.api_url} (token in TRAINER_API_TOKEN of .demo/env)")
-        (DEMO / "env").write_text(f"export TRAINER_BASE_URL={self.api_url}\nexport TRAINER_API_TOKEN={self.token}\n")
+        env_file = self.dir / "env"
+        env_file.write_text(f"export TRAINER_BASE_URL={self.api_url}\nexport TRAINER_API_TOKEN={self.token}\n")
+        say(f"API ready at {self.api_url} (its URL and token: {env_file})")
 
     def build_inputs(self) -> tuple[Path, Path]:
         banner("Building the tiny model and a sample dataset")
-        model, dataset = DEMO / "model", DEMO / "data" / "fx.jsonl"
+        model, dataset = self.dir / "model", self.dir / "data" / "fx.jsonl"
         if (model / "config.json").is_file() and dataset.is_file():
             say(f"reusing {model} and {dataset}")
             return model, dataset
@@ -207,11 +210,11 @@ class Demo:
             "cpus_per_node": 1,
             "memory_per_node_gb": 2,
             "run_id": run_id,
-            "checkpoint_base_uri": str(DEMO / "runs"),
+            "checkpoint_base_uri": str(self.dir / "runs"),
             "dataset_uri": str(dataset),
             "extra_args": extra,
         }
-        path = DEMO / "requests" / f"{framework}-{run_id}.json"
+        path = self.dir / "requests" / f"{framework}-{run_id}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(body, indent=2))
         return path
@@ -291,9 +294,9 @@ class Demo:
 
     def show_checkpoints(self) -> None:
         banner("Checkpoint layout (one normalized layout per framework)")
-        root = DEMO / "runs" / SEED_SAMPLE["run_id"]
+        root = self.dir / "runs" / SEED_SAMPLE["run_id"]
         for framework_dir in sorted(root.glob("framework=*")):
-            print(f"{framework_dir.relative_to(DEMO)}/", flush=True)
+            print(f"{framework_dir.relative_to(self.dir)}/", flush=True)
             for line in tree(framework_dir, depth=2):
                 print(f"  {line}", flush=True)
 
@@ -301,7 +304,7 @@ class Demo:
         banner("Cancel a run after its first checkpoint, then retry it: it resumes from that checkpoint")
         request = self.request("hf", "fx_cancel_retry_demo", model, dataset, LONG_ARGS)
         name = self.submit(request)
-        checkpoints = DEMO / "runs" / "fx_cancel_retry_demo" / "framework=hf" / "checkpoints"
+        checkpoints = self.dir / "runs" / "fx_cancel_retry_demo" / "framework=hf" / "checkpoints"
         seen: dict[str, tuple[str, Any]] = {}
 
         def has_checkpoint() -> bool:
@@ -344,8 +347,8 @@ class Demo:
             f"with them: HTTP {allowed})")
 
     def stop_local_jobs(self) -> None:
-        backend = LocalBackend(DEMO / "jobs", terminate_grace_s=5)
-        for namespace in (p.name for p in (DEMO / "jobs").glob("*") if p.is_dir()):
+        backend = LocalBackend(self.dir / "jobs", terminate_grace_s=5)
+        for namespace in (p.name for p in (self.dir / "jobs").glob("*") if p.is_dir()):
             for job in backend.list(namespace, ""):
                 if job["status"].get("completionTime") is None:
                     backend.delete(namespace, job["metadata"]["name"])
@@ -381,20 +384,20 @@ def _ok(url: str) -> bool:
         return False
 
 
-def fresh_demo_dir() -> None:
+def fresh_demo_dir(root: Path) -> None:
     """Remove the previous demo's state (runs, jobs, logs) but keep the built tiny model and dataset."""
     for name in ("runs", "jobs", "logs", "requests", "celerybeat-schedule", "env"):
-        target = DEMO / name
+        target = root / name
         if target.is_dir():
             shutil.rmtree(target)
         elif target.exists():
             target.unlink()
     for name in ("logs", "jobs", "runs"):
-        (DEMO / name).mkdir(parents=True, exist_ok=True)
+        (root / name).mkdir(parents=True, exist_ok=True)
 
 
 def keep_running(demo: Demo) -> None:
-    say(f"services keep running (source {DEMO / 'env'} to use trainctl); press Ctrl-C to stop them")
+    say(f"services keep running (source {demo.dir / 'env'} to use trainctl); press Ctrl-C to stop them")
     try:
         while True:
             demo.services.check_alive()
@@ -410,10 +413,15 @@ def _terminate(signum: int, _frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="keep the services running until Ctrl-C at the end")
+    parser.add_argument("--dir", type=Path, default=DEMO, help="the demo's folder (default: .demo/)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
-    fresh_demo_dir()
-    demo = Demo()
+    if not shutil.which("redis-server") and not Path("/usr/bin/redis-server").is_file():
+        print("make demo: redis-server is not on the PATH; install it (Debian: apt-get install redis-server)")
+        return 2
+    root = args.dir.resolve()
+    fresh_demo_dir(root)
+    demo = Demo(root)
     try:
         demo.start_services()
         model, dataset = demo.build_inputs()
