@@ -38,6 +38,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -253,8 +254,13 @@ class LocalBackend:
             },
             "spec": job.get("spec", {}),
         }
-        _write_json(directory / OBJECT_FILE, stored)
-        self._start(directory, stored, plan)
+        try:
+            _write_json(directory / OBJECT_FILE, stored)
+            self._start(directory, stored, plan)
+        except OSError as exc:  # undo the claim: a half-created job would block its name forever
+            self._terminate(directory, _read_json(directory / STATE_FILE) or {}, only_running=False)
+            shutil.rmtree(directory, ignore_errors=True)
+            raise ClusterError(f"could not start {namespace}/{name} locally: {exc}") from exc
         return self._with_status(directory, stored)
 
     def get(self, namespace: str, name: str) -> PyTorchJob | None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from broker.backends import local_procs
-from broker.backends.errors import AlreadyExists
+from broker.backends.errors import AlreadyExists, ClusterError
 from broker.backends.local import LocalBackend, expand_vars, matches_selector, resolve_argv, trainer_entrypoint
 
 PY = sys.executable
@@ -221,3 +221,10 @@ def test_label_selectors_follow_kubernetes_equality_rules() -> None:
     labels = {"a": "1", "b": "2"}
     assert matches_selector(labels, "a=1,b==2") and matches_selector(labels, "a,!c") and matches_selector(labels, "")
     assert not matches_selector(labels, "a=1,b!=2") and not matches_selector(labels, "c")
+
+
+def test_a_job_that_cannot_start_leaves_nothing_behind(tmp_path: Path) -> None:
+    broken = LocalBackend(tmp_path / "jobs", python="/nonexistent/python")
+    with pytest.raises(ClusterError, match="could not start"):
+        broken.create(pytorchjob("nostart", [PY, "-c", "pass"]))
+    assert broken.get(NS, "nostart") is None and broken.list(NS, "") == []
