@@ -1,8 +1,8 @@
 """The README's configuration tables, generated from the settings code.
 
 Each service setting is a dataclass field whose docstring reads `ENV_NAME: meaning` (broker/settings.py,
-api/settings.py, and trainctl's in api/cli.py); the trainer's variables are the flag fallbacks of trainer/config.py. `tests/kit/test_readme.py`
-fails when README.md's tables differ from what this prints; refresh them with
+api/settings.py, and trainctl's in api/cli.py); the trainer's variables are the flag fallbacks of trainer/config.py.
+`tests/kit/test_readme.py` fails when README.md's tables differ from what this prints; refresh them with
 
     .venv/bin/python -m tests.kit.config_table --write
 """
