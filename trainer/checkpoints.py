@@ -22,7 +22,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,14 +81,19 @@ class CheckpointManager:
     """Save, find, download and prune checkpoints under `checkpoints_uri` (see the module docstring).
 
     `keep`: keep only the newest `keep` complete checkpoints (None keeps all); the newest is never deleted.
+    `before_manifest(step)`: called in the upload thread after the files and before the manifest (the run context
+    uses it to upload metrics, so a run that resumes from this checkpoint finds its history up to it); its errors
+    are logged, not raised.
     """
 
-    def __init__(self, storage: Storage, checkpoints_uri: str, keep: int | None = None) -> None:
+    def __init__(self, storage: Storage, checkpoints_uri: str, keep: int | None = None,
+                 before_manifest: Callable[[int], None] | None = None) -> None:
         if keep is not None and keep < 1:
             raise ValueError("keep must be >= 1")
         self.storage = storage
         self.uri = checkpoints_uri.rstrip("/")
         self.keep = keep
+        self.before_manifest = before_manifest
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.upload_seconds = 0.0  # total time spent uploading (reported by runners)
@@ -141,6 +146,11 @@ class CheckpointManager:
             size = local.stat().st_size
             self.storage.put_file(local, self._join(rel))
             listed.append(CheckpointFile(rel, size))
+        if write_manifest and self.before_manifest is not None:
+            try:
+                self.before_manifest(step)
+            except Exception:
+                log.warning("before_manifest hook failed for step %d", step, exc_info=True)
         if write_manifest:
             created = datetime.now(UTC).isoformat(timespec="seconds")
             manifest = Manifest(step, name, tuple(listed), created, meta)

@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainer.checkpoints import CheckpointManager, ResumePoint
-from trainer.config import RunConfig
+from trainer.config import RunConfig, join_uri
 from trainer.data import Split, load_split
 from trainer.dist import DistInfo, barrier, destroy_process_group, dist_info_from_env, init_process_group
 from trainer.model_store import resolve_model
-from trainer.reporting import Reporter, setup_logging, teardown_logging
+from trainer.reporting import Reporter, carry_over_log, setup_logging, teardown_logging
 from trainer.storage import Storage, storage_for
 
 
@@ -80,14 +80,16 @@ def build_context(config: RunConfig, environ: Mapping[str, str] | None = None) -
     dist = dist_info_from_env(env)
     init_process_group(dist)
     work_dir = scratch_dir(config, env)
-    (work_dir / "logs").mkdir(parents=True, exist_ok=True)
-    handlers = setup_logging(work_dir / "logs" / f"train-rank{dist.rank}.log", dist.rank)
+    log_name = f"train-rank{dist.rank}.log"
+    carry_over_log(storage_for(config.logs_uri), join_uri(config.logs_uri, log_name), work_dir / "logs" / log_name)
+    handlers = setup_logging(work_dir / "logs" / log_name, dist.rank)
     logger = logging.getLogger("trainer")
     logger.info("run %s framework=%s rank %d/%d (local %d) prefix=%s work_dir=%s", config.run_id, config.framework,
                 dist.rank, dist.world_size, dist.local_rank, config.checkpoint_prefix, work_dir)
     storage = storage_for(config.checkpoint_prefix)
-    checkpoints = CheckpointManager(storage, config.checkpoints_uri, keep=config.training.keep_checkpoints)
     reporter = Reporter(storage_for(config.logs_uri), config, dist, work_dir / "logs")
+    checkpoints = CheckpointManager(storage, config.checkpoints_uri, keep=config.training.keep_checkpoints,
+                                    before_manifest=reporter.flush)
     reporter.write_run_config()
     reporter.progress(0, config.training.max_steps if config.training.max_steps > 0 else None, None)
     reporter.start()
@@ -96,6 +98,8 @@ def build_context(config: RunConfig, environ: Mapping[str, str] | None = None) -
     barrier(dist)
     model_path = resolve_model(config.model_id, work_dir / "model", download=False)
     resume = find_resume(config, dist, checkpoints, work_dir, logger) if config.resume else None
+    if resume is not None:
+        reporter.carry_over_metrics(resume.step)
     return RunContext(config, dist, storage, checkpoints, reporter, work_dir, model_path, resume, logger,
                       log_handlers=handlers)
 
@@ -115,14 +119,20 @@ def find_resume(config: RunConfig, dist: DistInfo, checkpoints: CheckpointManage
     return ResumePoint(manifest.step, work_dir / "resume" / manifest.name, manifest)
 
 
-def close_context(ctx: RunContext, succeeded: bool) -> None:
-    """Final flush, whatever happened: last checkpoint upload, progress state, logs; then leave the group."""
+def close_context(ctx: RunContext, succeeded: bool, state: str | None = None) -> None:
+    """Final flush, whatever happened: last checkpoint upload, progress state, logs; then leave the group.
+
+    `state` (written to progress.json) defaults to `completed` / `failed` from `succeeded`; a failed final upload
+    makes it `failed` and is re-raised after the logs are flushed.
+    """
     errors: list[BaseException] = []
     try:
         ctx.checkpoints.close()
     except BaseException as exc:  # still flush the logs; re-raised below
         errors.append(exc)
-    state = "completed" if succeeded and not errors else "failed"
+    if errors:
+        succeeded, state = False, "failed"
+    state = state or ("completed" if succeeded else "failed")
     ctx.logger.info("run %s %s", ctx.config.run_id, state)
     try:
         ctx.reporter.close(state)

@@ -1,7 +1,8 @@
 """What a run tells the outside world while it trains, under `logs/` and `config/`:
 
     logs/metrics.jsonl       one JSON object per logged step: step, loss, lr, tokens_per_s, elapsed_s (+ extras)
-    logs/progress.json       {step, total_steps, loss, state, updated_at}; state: running | completed | failed
+    logs/progress.json       {step, total_steps, loss, state, updated_at};
+                             state: running | completed | failed | terminated (SIGTERM, e.g. cancelled)
     logs/train-rank<R>.log   each process's log (rank 0's uploaded as training goes, others at the end)
     config/run.json          the resolved config, world size, library versions, start time
 
@@ -24,7 +25,7 @@ from typing import Any
 
 from trainer.config import RunConfig, join_uri
 from trainer.dist import DistInfo
-from trainer.storage import Storage, write_json
+from trainer.storage import ObjectNotFound, Storage, write_json
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,16 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def carry_over_log(storage: Storage, uri: str, log_file: Path) -> None:
+    """Start the local log with the run's earlier log (earlier attempts), so the uploaded log keeps the history."""
+    try:
+        previous = storage.get_bytes(uri)
+    except ObjectNotFound:
+        return
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.write_bytes(previous if previous.endswith(b"\n") or not previous else previous + b"\n")
 
 
 def setup_logging(log_file: Path, rank: int, level: int = logging.INFO) -> list[logging.Handler]:
@@ -86,6 +97,7 @@ class Reporter:
         self.started_at = now_iso()
         self._interval = upload_interval_s
         self._lock = threading.Lock()
+        self._upload_lock = threading.Lock()
         self._stop = threading.Event()
         self._dirty: set[Path] = set()
         self._thread: threading.Thread | None = None
@@ -100,6 +112,29 @@ class Reporter:
         if self.dist.is_main and self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="reporter-upload", daemon=True)
             self._thread.start()
+
+    def carry_over_metrics(self, up_to_step: int) -> int:
+        """On resume, keep the earlier attempts' metrics rows up to the resumed step (later ones get redone).
+
+        Returns how many rows were kept. Rank 0 only; unreadable rows are dropped.
+        """
+        if not self.dist.is_main:
+            return 0
+        try:
+            raw = self.storage.get_bytes(join_uri(self.config.logs_uri, self.metrics_file.name))
+        except ObjectNotFound:
+            return 0
+        kept = []
+        for line in raw.decode(errors="replace").splitlines():
+            try:
+                if int(json.loads(line)["step"]) <= up_to_step:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue
+        with self._lock:
+            self.metrics_file.write_text("".join(f"{line}\n" for line in kept))
+            self._dirty.add(self.metrics_file)
+        return len(kept)
 
     def write_run_config(self, extra: Mapping[str, Any] | None = None) -> None:
         """`config/run.json`: resolved config, world size, versions, start time (rank 0, uploaded now)."""
@@ -132,7 +167,7 @@ class Reporter:
             self._dirty.add(self.progress_file)
 
     def close(self, state: str) -> None:
-        """Mark the final state in progress.json (`completed` / `failed`) and upload everything one last time."""
+        """Mark the final state in progress.json (`completed` / `failed` / `terminated`) and upload everything."""
         if self.dist.is_main and self.last_progress:
             p = self.last_progress
             self.progress(p["step"], p["total_steps"], p["loss"], state)
@@ -152,11 +187,22 @@ class Reporter:
             except Exception:  # a flaky store must not kill training; the next round retries
                 log.warning("uploading logs failed; will retry", exc_info=True)
 
+    def flush(self, step: int | None = None) -> None:
+        """Upload now (from any thread); e.g. before a checkpoint's manifest, so metrics up to it are stored."""
+        self._upload(include_log=True)
+
     def _upload(self, include_log: bool) -> None:
-        with self._lock:  # snapshot under the lock so an upload never holds half a line
-            dirty, self._dirty = self._dirty, set()
-            snapshots = {path.name: path.read_bytes() for path in dirty}
-        for name, data in sorted(snapshots.items()):
-            self.storage.put_bytes(data, join_uri(self.config.logs_uri, name))
-        if include_log and self.log_file.exists():
-            self.storage.put_file(self.log_file, join_uri(self.config.logs_uri, self.log_file.name))
+        # One upload at a time, so an older snapshot never lands after a newer one.
+        with self._upload_lock:
+            with self._lock:  # snapshot under the lock so an upload never holds half a line
+                dirty, self._dirty = self._dirty, set()
+                snapshots = {path.name: path.read_bytes() for path in dirty}
+            try:
+                for name, data in sorted(snapshots.items()):
+                    self.storage.put_bytes(data, join_uri(self.config.logs_uri, name))
+            except BaseException:
+                with self._lock:
+                    self._dirty |= dirty  # retried on the next round
+                raise
+            if include_log and self.log_file.exists():
+                self.storage.put_file(self.log_file, join_uri(self.config.logs_uri, self.log_file.name))

@@ -40,27 +40,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except INPUT_ERRORS as exc:
         print(f"train.py: {exc}", file=sys.stderr)
         return 2
-    succeeded = False
+    state = "failed"
     input_error: Exception | None = None
     try:
         load_runner(config.framework).run(ctx)
-        succeeded = True
+        state = "completed"
     except INPUT_ERRORS as exc:
         ctx.logger.error("%s", exc)
         input_error = exc
+    except Terminated:
+        ctx.logger.warning("terminated by SIGTERM: flushing uploads before exit")
+        state = "terminated"
+        raise
     except BaseException:
         ctx.logger.exception("training failed")
         raise
     finally:
-        close_context(ctx, succeeded)
+        close_context(ctx, state == "completed", state)
     if input_error is not None:
         print(f"train.py: {input_error}", file=sys.stderr)  # the last line, after the closing log lines
         return 2
     return 0
 
 
+class Terminated(SystemExit):
+    """SIGTERM arrived (job cancelled or pod deleted): unwind, flush, exit 128 + 15."""
+
+
 def _terminate(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
+    raise Terminated(128 + signum)
 
 
 if __name__ == "__main__":

@@ -73,3 +73,17 @@ def test_help_and_config_errors_do_not_import_heavy_libraries() -> None:
             "print(sorted(m for m in ('torch', 'transformers', 'lightning', 'boto3') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]"
+
+
+def test_no_trainer_module_shadows_an_installed_top_level_module() -> None:
+    """`torchrun ... trainer/train.py` puts trainer/ first on sys.path, so e.g. a `trainer/datasets.py` would hide
+    the real `datasets` package from every library in the process."""
+    import importlib.util
+    from pathlib import Path
+
+    import trainer
+
+    package = Path(trainer.__file__).parent
+    names = [p.stem for p in package.glob("*.py") if p.stem not in ("__init__", "__main__")] + ["runners"]
+    shadowed = [name for name in names if importlib.util.find_spec(name) is not None]
+    assert shadowed == []

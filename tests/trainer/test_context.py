@@ -50,15 +50,21 @@ def test_resume_downloads_the_latest_complete_checkpoint_and_logs_it(tmp_path: P
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(f"state {step}".encode())
         first.checkpoints.save(step, path)
-    close_context(first, succeeded=True)
+    for step in range(1, 9):  # killed at step 8: steps 7-8 will be redone after resuming from 6
+        first.reporter.metrics(step=step, loss=10.0 - step, lr=1e-3, tokens_per_s=1.0)
+    close_context(first, succeeded=False)
     second = build_context(config_for(tmp_path, "--resume"), environ={})
     try:
         assert second.resume is not None and second.resume.step == 6
         assert second.resume.path.read_bytes() == b"state 6"
-        log = (second.work_dir / "logs" / "train-rank0.log").read_text()
-        assert "resuming from step 6" in log
+        second.reporter.metrics(step=7, loss=2.5, lr=1e-3, tokens_per_s=1.0)
     finally:
         close_context(second, succeeded=True)
+    logs = tmp_path / "runs" / "ctx-run" / "framework=meta" / "logs"
+    log = (logs / "train-rank0.log").read_text()
+    assert log.index("run ctx-run failed") < log.index("resuming from step 6")  # both attempts, in order
+    rows = [json.loads(line) for line in (logs / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["loss"]) for r in rows] == [(s, 10.0 - s) for s in range(1, 7)] + [(7, 2.5)]
 
 
 def test_resume_without_any_checkpoint_starts_fresh(tmp_path: Path) -> None:
