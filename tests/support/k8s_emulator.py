@@ -181,7 +181,7 @@ class K8sEmulator:
             st = obj.setdefault("status", {})
             conditions: list[dict[str, Any]] = st.setdefault("conditions", [])
             stamp = now()
-            exclusive = {"Running": ["Restarting"], "Restarting": ["Running"], "Succeeded": ["Running"],
+            exclusive = {"Running": ["Restarting", "Suspended"], "Restarting": ["Running"], "Succeeded": ["Running"],
                          "Failed": ["Running"], "Suspended": ["Running"]}
             if status:
                 for other in exclusive.get(kind, []):
