@@ -30,6 +30,7 @@ _ENV_FALLBACKS = {
     "logs_uri": "LOGS_URI",
     "config_uri": "CONFIG_URI",
     "model_id": "MODEL_ID",
+    "config_path": "CONFIG_PATH",
     "work_dir": "TRAINER_WORK_DIR",
 }
 _REQUIRED = ("framework", "run_id", "checkpoint_base_uri", "dataset_uri", "model_id")
@@ -74,6 +75,7 @@ class RunConfig:
 
     `checkpoint_prefix` defaults to `<checkpoint_base_uri>/<run_id>/framework=<framework>`; `logs_uri` and
     `config_uri` default to `<prefix>/logs` and `<prefix>/config`; checkpoints always live at `<prefix>/checkpoints`.
+    `config_path` is the request's optional framework config file (e.g. a NeMo YAML), passed through as given.
     `work_dir` is local scratch space shared by the ranks of one node ("" = chosen by `trainer.context`).
     `extra` holds extra args this trainer does not know (kept and recorded, never silently dropped from run.json).
     """
@@ -87,6 +89,7 @@ class RunConfig:
     logs_uri: str
     config_uri: str
     resume: bool = False
+    config_path: str = ""
     work_dir: str = ""
     training: TrainingParams = field(default_factory=TrainingParams)
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -142,6 +145,7 @@ def parse_config(argv: Sequence[str] | None, environ: Mapping[str, str]) -> RunC
         logs_uri=values["logs_uri"] or join_uri(prefix, "logs"),
         config_uri=values["config_uri"] or join_uri(prefix, "config"),
         resume=resume,
+        config_path=values["config_path"],
         work_dir=values["work_dir"],
         training=training,
         extra=leftovers,
@@ -184,8 +188,15 @@ def _merge_extra(raw_json: str, unknown: Sequence[str], errors: list[str]) -> di
             errors.append("TRAINING_EXTRA_ARGS_JSON must be a JSON object")
             loaded = {}
         extra.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
-    extra.update(_parse_extra_flags(unknown, errors))
+    for key, value in _parse_extra_flags(unknown, errors).items():
+        # The renderer passes scalars both ways; keep the JSON's typed value when the flag only repeats it.
+        if not (key in extra and _render(extra[key]) == value):
+            extra[key] = value
     return extra
+
+
+def _render(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
 def _parse_extra_flags(tokens: Sequence[str], errors: list[str]) -> dict[str, Any]:

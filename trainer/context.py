@@ -33,6 +33,10 @@ from trainer.model_store import resolve_model
 from trainer.reporting import Reporter, carry_over_log, setup_logging, teardown_logging
 from trainer.storage import Storage, storage_for
 
+# What the PyTorchJob / torchrun said about the launch, recorded in config/run.json.
+LAUNCH_ENV = ("NUM_NODES", "GPUS_PER_NODE", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+              "PET_NODE_RANK", "PET_NNODES", "TORCHELASTIC_RESTART_COUNT", "HOSTNAME")
+
 
 @dataclass
 class RunContext:
@@ -90,7 +94,7 @@ def build_context(config: RunConfig, environ: Mapping[str, str] | None = None) -
     reporter = Reporter(storage_for(config.logs_uri), config, dist, work_dir / "logs")
     checkpoints = CheckpointManager(storage, config.checkpoints_uri, keep=config.training.keep_checkpoints,
                                     before_manifest=reporter.flush)
-    reporter.write_run_config()
+    reporter.write_run_config({"launch": {k: env[k] for k in LAUNCH_ENV if k in env}})
     reporter.progress(0, config.training.max_steps if config.training.max_steps > 0 else None, None)
     reporter.start()
     if dist.is_local_main:  # downloads an s3:// model once per node

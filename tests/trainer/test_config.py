@@ -40,6 +40,17 @@ def test_extra_flags_merge_over_the_json_and_are_typed() -> None:
     assert config.extra == {"custom": 1, "flag": "true"}
 
 
+def test_the_rendered_command_shape_keeps_json_types_when_flags_repeat_them() -> None:
+    """broker/render.py passes every scalar extra arg twice: typed in the JSON and as `--key value` strings."""
+    extra = {"max_steps": 20, "lr": 0.001, "use_flash": True, "tag": "v1", "layers": [1, 2]}
+    argv = [*BASE, "--resume", "--layers_note", "x", "--lr", "0.001", "--max_steps", "20", "--tag", "v1",
+            "--use_flash", "true"]
+    config = parse_config(argv, {"TRAINING_EXTRA_ARGS_JSON": json.dumps(extra), "CONFIG_PATH": "/cfg/a.yaml"})
+    assert (config.training.max_steps, config.training.lr, config.resume) == (20, 0.001, True)
+    assert config.extra == {"use_flash": True, "tag": "v1", "layers": [1, 2], "layers_note": "x"}
+    assert config.config_path == "/cfg/a.yaml"
+
+
 def test_all_problems_are_named_in_one_error() -> None:
     env = {"TRAINING_EXTRA_ARGS_JSON": '{"lr": "fast", "batch_size": 0}'}
     with pytest.raises(ConfigError) as err:
