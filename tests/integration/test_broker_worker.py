@@ -4,7 +4,6 @@ the API emulator through the official client over HTTP. One worker serves the wh
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
