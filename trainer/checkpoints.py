@@ -96,7 +96,9 @@ class CheckpointManager:
         self.before_manifest = before_manifest
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        self.upload_seconds = 0.0  # total time spent uploading (reported by runners)
+        self.saves = 0
+        self.upload_seconds = 0.0  # time spent uploading, in the background
+        self.blocked_seconds = 0.0  # time save() waited for the previous upload (training stalled)
 
     # -- saving --------------------------------------------------------------------------------------------------
     def save(self, step: int, source: Path | Mapping[str, Path], name: str | None = None, *,
@@ -107,7 +109,10 @@ class CheckpointManager:
         name), one file (to `<name>`, defaulting to its file name), or a mapping of relative path -> local file.
         Waits for the previous upload first; re-raises its error if it failed. `blocking=True` waits for this one too.
         """
+        blocked = time.monotonic()
         self.wait()
+        self.blocked_seconds += time.monotonic() - blocked
+        self.saves += 1
         files = _collect(source, name)
         ckpt_name = name or (source.name if isinstance(source, Path) else _common_root(files))
         meta = dict(metadata or {})
@@ -128,7 +133,12 @@ class CheckpointManager:
 
     def close(self) -> None:
         """Final flush: wait for the last upload (call before the process exits)."""
+        blocked = time.monotonic()
         self.wait()
+        if self.saves:
+            log.info("checkpoints: %d saved, %.2fs uploading in the background, training waited %.2fs for "
+                     "uploads, %.2fs at the final flush", self.saves, self.upload_seconds, self.blocked_seconds,
+                     time.monotonic() - blocked)
 
     def _upload_guarded(self, step: int, name: str, files: dict[str, Path], meta: dict[str, Any],
                         write_manifest: bool) -> None:
