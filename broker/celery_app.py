@@ -15,6 +15,8 @@ environment variables to its options) and by `make flower` / the compose service
 
 from __future__ import annotations
 
+import sys
+
 from celery import Celery
 
 from broker.settings import BrokerSettings
@@ -24,8 +26,17 @@ CANCEL_TASK = "broker.cancel_job"
 SYNC_TASK = "broker.sync_jobs"
 
 
+def refuse_unauthenticated_flower(settings: BrokerSettings, argv: list[str]) -> None:
+    """Exit when this process is `celery … flower` and no credentials are configured: never an open dashboard."""
+    program = argv[0].replace("\\", "/") if argv else ""
+    is_celery = program.endswith(("/celery", "/celery/__main__.py")) or program == "celery"
+    if is_celery and "flower" in argv[1:] and not settings.flower_basic_auth:
+        raise SystemExit("FLOWER_BASIC_AUTH=user:password is required: Flower never runs without authentication")
+
+
 def make_app(settings: BrokerSettings | None = None) -> Celery:
     settings = settings or BrokerSettings.from_env()
+    refuse_unauthenticated_flower(settings, sys.argv)
     celery = Celery("broker", broker=settings.redis_url, backend=settings.redis_url, include=["broker.tasks"])
     celery.conf.update(
         task_serializer="json",
