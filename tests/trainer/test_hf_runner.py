@@ -143,3 +143,11 @@ def test_two_processes_under_torchrun_through_the_train_py_path(tiny_model: Path
     assert (Path(prefix) / "logs" / "train-rank1.log").exists()
     summary = [m for m in layout["metrics"] if m.get("kind") == "summary"]
     print(f"\nhf torchrun x2 (gloo): {summary[0]['steps_per_s']:.1f} steps/s")
+
+    # A retry of the same run resumes on both ranks from the node's one download of the latest checkpoint.
+    more = trainer_args("hf", "ddp", str(runs), str(sample_dataset), str(tiny_model), max_steps=30, resume=True,
+                        **TRAINING)
+    run(torchrun_train_py(2, more), trainer_env(tmp_path / "work"), timeout=400)
+    check_layout(LocalStorage(), prefix, [10, 20, 30], total_steps=30, world_size=2)
+    for rank in (0, 1):
+        assert "resuming from step 20" in (Path(prefix) / "logs" / f"train-rank{rank}.log").read_text()
