@@ -81,6 +81,8 @@ class BrokerSettings:
     """TRAINER_JOB_CLEAN_POD_POLICY: `runPolicy.cleanPodPolicy` — `None`, `Running` or `All`."""
     job_ttl_s: int | None = None
     """TRAINER_JOB_TTL_S: `runPolicy.ttlSecondsAfterFinished`; unset keeps finished objects (history is in Redis)."""
+    kubeconfig: str | None = None
+    """KUBECONFIG: kubeconfig file(s) used when not running in a cluster (default `~/.kube/config`)."""
     kube_request_timeout_s: float = 30.0
     """TRAINER_KUBE_TIMEOUT_S: timeout of one Kubernetes API request (connect + read)."""
     kube_list_page_size: int = 500
@@ -115,6 +117,7 @@ class BrokerSettings:
             job_clean_pod_policy=_choice(env, "TRAINER_JOB_CLEAN_POD_POLICY", cls.job_clean_pod_policy,
                                          ("None", "Running", "All")),
             job_ttl_s=_int(env, "TRAINER_JOB_TTL_S", 0) if env.get("TRAINER_JOB_TTL_S") else None,
+            kubeconfig=env.get("KUBECONFIG") or None,
             kube_request_timeout_s=_float(env, "TRAINER_KUBE_TIMEOUT_S", cls.kube_request_timeout_s),
             kube_list_page_size=_int(env, "TRAINER_KUBE_LIST_PAGE_SIZE", cls.kube_list_page_size),
             visibility_timeout_s=_int(env, "TRAINER_VISIBILITY_TIMEOUT_S", cls.visibility_timeout_s),

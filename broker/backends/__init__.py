@@ -13,7 +13,8 @@ def make_backend(settings: BrokerSettings) -> ClusterBackend:
     if settings.cluster_backend == "kubernetes":
         from broker.backends.kubernetes import KubernetesBackend
 
-        return KubernetesBackend(timeout_s=settings.kube_request_timeout_s, page_size=settings.kube_list_page_size)
+        return KubernetesBackend(kubeconfig=settings.kubeconfig, timeout_s=settings.kube_request_timeout_s,
+                                 page_size=settings.kube_list_page_size)
     if settings.cluster_backend == "local":
         try:
             from broker.backends.local import LocalBackend

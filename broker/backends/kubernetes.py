@@ -37,14 +37,15 @@ class Expired(errors.PermanentClusterError):
     """410 Gone: a LIST's continue token (resourceVersion) expired; the LIST must start again."""
 
 
-def load_api_client() -> client.ApiClient:
-    """An ApiClient from the in-cluster service account, else the kubeconfig. Raises ClusterError if neither."""
+def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
+    """An ApiClient from the in-cluster service account, else the kubeconfig (`kubeconfig`, else
+    `~/.kube/config`). Raises ClusterError if neither."""
     configuration = client.Configuration()
     try:
         config.load_incluster_config(client_configuration=configuration)
     except ConfigException:
         try:
-            config.load_kube_config(client_configuration=configuration)
+            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
         except (ConfigException, OSError) as exc:
             raise errors.ClusterError(f"no Kubernetes configuration (in-cluster or KUBECONFIG): {exc}") from exc
     configuration.retries = False
@@ -55,9 +56,14 @@ class KubernetesBackend:
     """`ClusterBackend` over the Kubernetes API. Thread-safe as the client is; create one per process."""
 
     def __init__(
-        self, api_client: client.ApiClient | None = None, *, timeout_s: float = 30.0, page_size: int = 500
+        self,
+        api_client: client.ApiClient | None = None,
+        *,
+        kubeconfig: str | None = None,
+        timeout_s: float = 30.0,
+        page_size: int = 500,
     ) -> None:
-        self.api_client = api_client or load_api_client()
+        self.api_client = api_client or load_api_client(kubeconfig)
         self.custom = client.CustomObjectsApi(self.api_client)
         self.core = client.CoreV1Api(self.api_client)
         self.timeout = (min(timeout_s, 10.0), timeout_s)
