@@ -28,7 +28,14 @@ from pathlib import Path
 from trainer.checkpoints import CheckpointManager, ResumePoint
 from trainer.config import RunConfig, join_uri
 from trainer.data import Split, load_split
-from trainer.dist import DistInfo, barrier, destroy_process_group, dist_info_from_env, init_process_group
+from trainer.dist import (
+    DistInfo,
+    barrier,
+    broadcast_from_main,
+    destroy_process_group,
+    dist_info_from_env,
+    init_process_group,
+)
 from trainer.model_store import resolve_model
 from trainer.reporting import Reporter, carry_over_log, setup_logging, teardown_logging
 from trainer.storage import Storage, storage_for
@@ -95,15 +102,22 @@ def build_context(config: RunConfig, environ: Mapping[str, str] | None = None) -
     checkpoints = CheckpointManager(storage, config.checkpoints_uri, keep=config.training.keep_checkpoints,
                                     before_manifest=reporter.flush)
     reporter.write_run_config({"launch": {k: env[k] for k in LAUNCH_ENV if k in env}})
-    reporter.progress(0, config.training.max_steps if config.training.max_steps > 0 else None, None)
     reporter.start()
-    if dist.is_local_main:  # downloads an s3:// model once per node
-        resolve_model(config.model_id, work_dir / "model")
-    barrier(dist)
-    model_path = resolve_model(config.model_id, work_dir / "model", download=False)
-    resume = find_resume(config, dist, checkpoints, work_dir, logger) if config.resume else None
-    if resume is not None:
-        reporter.carry_over_metrics(resume.step)
+    try:
+        if dist.is_local_main:  # downloads an s3:// model once per node
+            resolve_model(config.model_id, work_dir / "model")
+        barrier(dist)
+        model_path = resolve_model(config.model_id, work_dir / "model", download=False)
+        resume = find_resume(config, dist, checkpoints, work_dir, logger) if config.resume else None
+        if resume is not None:
+            reporter.carry_over_metrics(resume.step)
+        total = config.training.max_steps if config.training.max_steps > 0 else None
+        reporter.progress(resume.step if resume else 0, total, None)
+    except BaseException as exc:  # progress.json must not stay "running" for a run that never started
+        logger.error("run %s failed to start: %s", config.run_id, exc)
+        reporter.close("failed")
+        teardown_logging(handlers)
+        raise
     return RunContext(config, dist, storage, checkpoints, reporter, work_dir, model_path, resume, logger,
                       log_handlers=handlers)
 
@@ -111,7 +125,9 @@ def build_context(config: RunConfig, environ: Mapping[str, str] | None = None) -
 def find_resume(config: RunConfig, dist: DistInfo, checkpoints: CheckpointManager, work_dir: Path,
                 logger: logging.Logger) -> ResumePoint | None:
     """The latest complete checkpoint, downloaded once per node into `work_dir/resume`, or None (fresh start)."""
-    manifest = checkpoints.latest()
+    # Rank 0 decides, so every rank (and every node's download) uses the same checkpoint.
+    step = broadcast_from_main(dist, _latest_step(checkpoints) if dist.is_main else None)
+    manifest = checkpoints.manifest(step) if step is not None else None
     if manifest is None:
         logger.info("resume requested but no complete checkpoint under %s: starting from scratch",
                     checkpoints.uri)
@@ -121,6 +137,11 @@ def find_resume(config: RunConfig, dist: DistInfo, checkpoints: CheckpointManage
     barrier(dist)
     logger.info("resuming from step %d: %s/%s", manifest.step, checkpoints.uri, manifest.name)
     return ResumePoint(manifest.step, work_dir / "resume" / manifest.name, manifest)
+
+
+def _latest_step(checkpoints: CheckpointManager) -> int | None:
+    latest = checkpoints.latest()
+    return latest.step if latest else None
 
 
 def close_context(ctx: RunContext, succeeded: bool, state: str | None = None) -> None:

@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,19 @@ def barrier(info: DistInfo) -> None:
 
     if torch_dist.is_initialized():
         torch_dist.barrier()
+
+
+def broadcast_from_main(info: DistInfo, value: T) -> T:
+    """Rank 0's `value` on every rank (picklable), so all ranks act on one decision (e.g. which checkpoint)."""
+    if not info.distributed:
+        return value
+    import torch.distributed as torch_dist
+
+    if not torch_dist.is_initialized():
+        return value
+    box: list[Any] = [value if info.is_main else None]
+    torch_dist.broadcast_object_list(box, src=0)
+    return cast(T, box[0])
 
 
 def destroy_process_group() -> None:

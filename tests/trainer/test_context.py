@@ -90,3 +90,13 @@ def test_models_resolve_from_folders_s3_prefixes_or_hub_ids(tmp_path: Path, s3_b
     assert (Path(local) / "config.json").read_text() == "{}"
     with pytest.raises(ConfigError, match="no objects"):
         resolve_model(f"s3://{s3_bucket}/models/none", tmp_path / "cache2")
+
+
+def test_a_run_that_cannot_start_is_marked_failed(tmp_path: Path) -> None:
+    config = parse_config(["--framework", "hf", "--run-id", "nostart", "--checkpoint-base-uri",
+                           str(tmp_path / "runs"), "--dataset-uri", str(tmp_path / "d.jsonl"), "--model-id",
+                           str(tmp_path / "no-such-model"), "--work-dir", str(tmp_path / "work")], {})
+    with pytest.raises(ConfigError, match="no such folder"):
+        build_context(config, environ={})
+    progress = json.loads((tmp_path / "runs/nostart/framework=hf/logs/progress.json").read_text())
+    assert progress["state"] == "failed"
