@@ -151,6 +151,9 @@ class LayoutCallback(TrainerCallback):  # type: ignore[misc]
         self.ctx.reporter.progress(state.global_step, state.max_steps, None)
         self.ctx.logger.info("hf: training steps %d..%d", state.global_step, state.max_steps)
 
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.ctx.reporter.progress(state.global_step, state.max_steps, self._loss)  # local write; uploaded later
+
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None,
                **kwargs: Any) -> None:
         logs = logs or {}
@@ -165,6 +168,9 @@ class LayoutCallback(TrainerCallback):  # type: ignore[misc]
             self.ctx.reporter.metrics(step=step, loss=None, lr=None, tokens_per_s=None,
                                       eval_loss=float(logs["eval_loss"]), kind="eval")
         elif "train_runtime" in logs:
+            if self._loss is None and logs.get("train_loss") is not None:
+                self._loss = float(logs["train_loss"])
+                self.ctx.reporter.progress(step, state.max_steps, self._loss)
             self.ctx.reporter.metrics(step=step, loss=logs.get("train_loss"), lr=None, tokens_per_s=None,
                                       kind="summary", train_runtime=logs.get("train_runtime"),
                                       steps_per_s=logs.get("train_steps_per_second"))
