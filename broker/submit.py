@@ -94,23 +94,34 @@ def _record_submitted(ctx: BrokerContext, record: JobRecord) -> str:
         ctx.store.transition(record.name, S.SUBMITTED, reason=f"created PyTorchJob {record.namespace}/{obj}",
                              expect_from={S.ADMITTED}, expect_attempt=record.attempt, cluster_object=obj)
         return "submitted"
-    except IllegalTransition as stale:
-        if stale.attempt == record.attempt and stale.current in ON_CLUSTER:
-            return "skipped: already submitted"
-    # The job moved on while we created its object (cancelled, failed, a newer attempt): the object must go.
-    ctx.with_retries(lambda: ctx.backend.delete(record.namespace, obj), f"delete PyTorchJob {obj}")
+    except IllegalTransition:
+        pass
     current = ctx.store.get(record.name)
+    if current is not None and _object_belongs(current, record.attempt):
+        return f"skipped: job is already {current.status}"
+    # The job moved on while we created its object (cancelled, failed before it was submitted, a newer attempt):
+    # nothing will ever track that object, so it must go.
+    ctx.with_retries(lambda: ctx.backend.delete(record.namespace, obj), f"delete PyTorchJob {obj}")
     if current is not None and current.status == S.CANCELLING and current.attempt == record.attempt:
         finish_cancel(ctx, current, already_deleted=True)
-    return "cancelled"
+        return "cancelled"
+    return f"skipped: job is {current.status if current else 'gone'}; deleted PyTorchJob {obj}"
+
+
+def _object_belongs(current: JobRecord, attempt: int) -> bool:
+    """The attempt's object is the one the job tracks (a duplicate task recorded it first, or it ran and ended)."""
+    if current.attempt != attempt:
+        return False
+    ended_on_cluster = current.status in (S.SUCCEEDED, S.FAILED) and bool(current.submitted_at)
+    return current.status in ON_CLUSTER or ended_on_cluster
 
 
 def _fail(ctx: BrokerContext, record: JobRecord, detail: str) -> str:
     log.warning("job %s attempt %d failed to submit: %s", record.name, record.attempt, detail)
-    ctx.quota.release(record.namespace, record.name, record.attempt)
     try:
         ctx.store.transition(record.name, S.FAILED, reason=detail, expect_from={S.ADMITTED},
                              expect_attempt=record.attempt)
+        ctx.quota.release(record.namespace, record.name, record.attempt)
     except IllegalTransition as stale:
         current = ctx.store.get(record.name)
         if current is not None and current.status == S.CANCELLING and stale.attempt == record.attempt:

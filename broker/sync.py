@@ -98,7 +98,7 @@ def sync_jobs(ctx: BrokerContext) -> SyncReport:
 
 def sync_cluster_status(ctx: BrokerContext, report: SyncReport) -> None:
     for namespace, names in ctx.store.by_namespace(*ON_CLUSTER).items():
-        records = [r for r in (ctx.store.get(n) for n in names) if r is not None and r.status in ON_CLUSTER]
+        records = [r for r in load_records(ctx, names) if r.status in ON_CLUSTER]
         try:
             objects = ctx.backend.list(namespace, MANAGED_SELECTOR)
         except ClusterError as exc:
@@ -108,6 +108,14 @@ def sync_cluster_status(ctx: BrokerContext, report: SyncReport) -> None:
         by_name = {o["metadata"]["name"]: o for o in objects}
         changes = _changes(ctx, records, by_name, report)
         _apply(ctx, changes, report)
+
+
+def load_records(ctx: BrokerContext, names: list[str]) -> list[JobRecord]:
+    """The records of `names` in one round trip (missing ones left out)."""
+    pipe = ctx.redis.pipeline(transaction=False)
+    for name in names:
+        pipe.hgetall(ctx.store.job_key(name))
+    return [JobRecord.from_redis(raw) for raw in pipe.execute() if raw]
 
 
 def _changes(ctx: BrokerContext, records: list[JobRecord], by_name: dict[str, Any],
@@ -173,18 +181,27 @@ def admit_waiting(ctx: BrokerContext, report: SyncReport) -> None:
 
 
 def requeue_stuck(ctx: BrokerContext, report: SyncReport) -> None:
+    """Enqueue again what a lost message left behind: `queued` jobs (submit), `admitted` jobs (submit) and
+    `cancelling` jobs (cancel) untouched for `requeue_after_s`. Tasks are idempotent, so a duplicate is harmless."""
     stale = ctx.store.stale_queued(ctx.settings.requeue_after_s)
     for name in stale:
         ctx.enqueue(SUBMIT_TASK, name)
     ctx.store.mark_requeued(stale)
     report.requeued = list(stale)
-    cutoff = time.time() - ctx.settings.requeue_after_s
-    for name in ctx.store.names_in(S.CANCELLING, S.ADMITTED):
-        record = ctx.store.get(name)
-        if record is not None and _epoch(record.updated_at) < cutoff:
-            ctx.enqueue(CANCEL_TASK if record.status == S.CANCELLING else SUBMIT_TASK, name)
-            ctx.store.update(name, detail=record.detail)  # restarts the clock (updated_at)
-            report.requeued.append(name)
+    now = time.time()
+    cutoff = now - ctx.settings.requeue_after_s
+    nudged_key = ctx.key("sync:nudged")
+    nudged: dict[str, str] = ctx.redis.hgetall(nudged_key)  # type: ignore[assignment]
+    stuck = load_records(ctx, ctx.store.names_in(S.CANCELLING, S.ADMITTED))
+    for record in stuck:
+        last = max(_epoch(record.updated_at), float(nudged.get(record.name, 0)))
+        if last < cutoff:
+            ctx.enqueue(CANCEL_TASK if record.status == S.CANCELLING else SUBMIT_TASK, record.name)
+            ctx.redis.hset(nudged_key, record.name, str(now))
+            report.requeued.append(record.name)
+    gone = set(nudged) - {r.name for r in stuck}
+    if gone:
+        ctx.redis.hdel(nudged_key, *gone)
 
 
 def _epoch(stamp: str) -> float:

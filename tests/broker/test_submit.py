@@ -154,3 +154,32 @@ def test_a_cancelled_job_is_not_submitted(ctx: BrokerContext, emulator: K8sEmula
     ctx.store.transition(name, S.CANCELLED, reason="cancelled by request")
     assert submit_job(ctx, name) == "skipped: job is cancelled"
     assert emulator.calls("create") == 0
+
+
+def test_an_object_created_for_a_job_that_failed_meanwhile_is_deleted(
+    ctx: BrokerContext, emulator: K8sEmulator
+) -> None:
+    name = stored(ctx)
+    original_create = ctx.backend.create
+
+    def create_after_a_duplicate_gave_up(job: dict) -> dict:
+        ctx.store.transition(name, S.FAILED, reason="could not create the PyTorchJob")  # the other task
+        return original_create(job)
+
+    ctx.backend.create = create_after_a_duplicate_gave_up  # type: ignore[method-assign]
+    assert submit_job(ctx, name).startswith("skipped: job is failed; deleted PyTorchJob")
+    assert emulator.objects() == []
+
+
+def test_a_duplicate_task_that_loses_the_race_keeps_the_object(ctx: BrokerContext, emulator: K8sEmulator) -> None:
+    name = stored(ctx)
+    original_create = ctx.backend.create
+
+    def create_while_the_duplicate_finishes(job: dict) -> dict:
+        created = original_create(job)
+        ctx.store.transition(name, S.SUBMITTED, reason="created by the duplicate", cluster_object=name)
+        return created
+
+    ctx.backend.create = create_while_the_duplicate_finishes  # type: ignore[method-assign]
+    assert submit_job(ctx, name) == "skipped: job is already submitted"
+    assert len(emulator.objects()) == 1

@@ -159,3 +159,22 @@ def test_reservations_nobody_holds_are_given_back(ctx: BrokerContext) -> None:
 def test_a_cycle_skips_while_another_runs(ctx: BrokerContext) -> None:
     ctx.redis.set(ctx.key("sync:lock"), "other", ex=60)
     assert sync_jobs(ctx).skipped
+
+
+def test_admitted_and_cancelling_jobs_whose_task_was_lost_get_it_again(
+    ctx: BrokerContext, enqueued: list[tuple[str, str]]
+) -> None:
+    import dataclasses
+
+    from broker.admission import admit
+    from broker.celery_app import CANCEL_TASK
+
+    admitted, _ = ctx.store.create(make_record("a"))
+    admit(ctx, admitted)
+    cancelling = submitted(ctx, "c")
+    ctx.store.transition(cancelling, S.CANCELLING, reason="cancel requested")
+    sync_jobs(ctx)
+    assert enqueued == []
+    ctx.settings = dataclasses.replace(ctx.settings, requeue_after_s=0)
+    sync_jobs(ctx)
+    assert sorted(enqueued) == sorted([(SUBMIT_TASK, admitted.name), (CANCEL_TASK, cancelling)])
