@@ -186,3 +186,34 @@ def test_retry_creates_attempt_two_and_deletes_the_first_object(b: Broker) -> No
     second = b.emulator.get("ml", f"{name}-r2")
     assert second is not None and second["metadata"]["labels"]["training-broker.io/attempt"] == "2"
     validate_pytorchjob(second)
+
+
+def test_through_the_api_post_cancel_and_retry_drive_the_cluster(b: Broker) -> None:
+    """The product's path: the real Flask API stores and enqueues, the worker creates, cancels and retries."""
+    from api.app import create_app
+
+    url = b.redis.connection_pool.connection_kwargs
+    environ = {"REDIS_URL": f"redis://{url['host']}:{url['port']}/{DB}", "TRAINER_REDIS_PREFIX": "it:",
+               "TRAINER_API_TOKEN": "t0ken", "TRAINER_CLUSTER_BACKEND": "kubernetes"}
+    api = create_app({"ENVIRON": environ, "TESTING": True}).test_client()
+    auth = {"X-TRAINER-TOKEN": "t0ken"}
+    body = {"framework": "nemo", "model_id": "nemotron-8b-fx", "run_id": "fx_ruleset_v3", "num_nodes": 2,
+            "gpus_per_node": 8, "checkpoint_base_uri": "s3://runs", "dataset_uri": "s3://data/fx/",
+            "extra_args": {"max_steps": 50000, "lr": 3e-5}}
+    posted = api.post("/train", json=body, headers=auth)
+    assert posted.status_code == 202, posted.get_json()
+    name = posted.get_json()["name"]
+    b.status_is(name, S.SUBMITTED)
+    objects = b.emulator.objects()
+    assert len(objects) == 1 and objects[0]["metadata"]["name"] == name
+    validate_pytorchjob(objects[0])
+    assert api.get(f"/train/{name}", headers=auth).get_json()["status"] == "submitted"
+
+    assert api.post(f"/train/{name}/cancel", headers=auth).status_code == 202
+    b.status_is(name, S.CANCELLED)
+    assert b.emulator.objects() == []
+
+    assert api.post(f"/train/{name}/retry", headers=auth).status_code in (200, 202)
+    record = b.status_is(name, S.SUBMITTED)
+    assert record.attempt == 2
+    assert [o["metadata"]["name"] for o in b.emulator.objects()] == [record.cluster_object]
