@@ -13,6 +13,7 @@ uploaded (on resume those ranks log a warning and reseed; data order does not de
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from transformers import TrainerCallback  # this module is imported only when fr
 
 from trainer.config import ConfigError
 from trainer.context import RunContext
-from trainer.data import DatasetError, Split, tokenize_and_pack
+from trainer.data import DatasetError, Split, pack
 
 LOCAL_CHECKPOINTS_KEPT = 3  # local scratch copies; the store keeps what `keep_checkpoints` says
 
@@ -72,16 +73,18 @@ class BlockDataset:
 
 
 def build_datasets(ctx: RunContext, split: Split, tokenizer: Any) -> tuple[BlockDataset, BlockDataset]:
-    block = ctx.config.training.block_size
-
-    def encode(text: str) -> list[int]:
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    train = tokenize_and_pack(split.train, encode, block, tokenizer.eos_token_id)
-    evals = tokenize_and_pack(split.eval, encode, block, tokenizer.eos_token_id, keep_short=True)
+    block, eos = ctx.config.training.block_size, tokenizer.eos_token_id
+    train = pack(encode_all(tokenizer, split.train), block, eos)
+    evals = pack(encode_all(tokenizer, split.eval), block, eos, keep_short=True)
     if not train:
         raise DatasetError(f"dataset {ctx.config.dataset_uri} is too small for one block of {block} tokens")
     return BlockDataset(train), BlockDataset(evals)
+
+
+def encode_all(tokenizer: Any, texts: list[str], batch: int = 1000) -> Iterator[list[int]]:
+    """Token ids per text, tokenized in batches (the fast tokenizer parallelizes a batch)."""
+    for start in range(0, len(texts), batch):
+        yield from tokenizer(texts[start:start + batch], add_special_tokens=False, verbose=False)["input_ids"]
 
 
 def precision_flags(precision: str, use_cuda: bool) -> tuple[bool, bool]:
