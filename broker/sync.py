@@ -134,7 +134,7 @@ def _changes(ctx: BrokerContext, records: list[JobRecord], by_name: dict[str, An
             continue
         ctx.redis.hdel(missing_key, member)
         mapped = map_status(obj)
-        if mapped is None or mapped[0] == record.status:
+        if mapped is None or mapped[0] in (record.status, S.SUBMITTED):  # Created alone never moves a job back
             continue
         target, detail = mapped
         status = obj.get("status") or {}

@@ -118,3 +118,12 @@ def test_a_create_answered_with_200_still_returns_the_object(kube: KubernetesBac
     emulator.create_code = 200  # the client decodes the body only on 201
     created = kube.create(job())
     assert created["metadata"]["name"] == "hf-run-1" and created["metadata"]["uid"]
+
+
+def test_an_expired_continue_token_restarts_the_list(kube: KubernetesBackend, emulator: K8sEmulator) -> None:
+    for i in range(3):
+        kube.create(job(f"run-{i}"))
+    emulator.expire_continues = 1
+    names = sorted(o["metadata"]["name"] for o in kube.list("ml", MANAGED_SELECTOR))
+    assert names == ["hf-run-0", "hf-run-1", "hf-run-2"]
+    assert emulator.calls("list", "ml") == 4  # page, 410, then the LIST again from the start (2 pages)

@@ -178,3 +178,12 @@ def test_admitted_and_cancelling_jobs_whose_task_was_lost_get_it_again(
     ctx.settings = dataclasses.replace(ctx.settings, requeue_after_s=0)
     sync_jobs(ctx)
     assert sorted(enqueued) == sorted([(SUBMIT_TASK, admitted.name), (CANCEL_TASK, cancelling)])
+
+
+def test_a_running_job_never_moves_back_to_submitted(ctx: BrokerContext, emulator: K8sEmulator) -> None:
+    name = submitted(ctx)
+    emulator.set_condition("ml", name, "Running")
+    sync_jobs(ctx)
+    emulator.set_condition("ml", name, "Running", status=False)  # only Created is True now
+    assert sync_jobs(ctx).changed == {}
+    assert ctx.store.require(name).status == S.RUNNING

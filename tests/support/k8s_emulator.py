@@ -76,6 +76,8 @@ class K8sEmulator:
         self.counts: Counter[tuple[str, str]] = Counter()
         self.delete_policies: list[str | None] = []
         self.version = 1000
+        #: How many LIST continue tokens to refuse next with 410 Expired (as after a compaction).
+        self.expire_continues = 0
         #: Bumped by `reset`: a request still in flight from before (a slow one) is dropped, not applied.
         self.generation = 0
         #: The status of a successful create: 201 like a real server; 200 reproduces kmock's gap (FACTS.md).
@@ -114,6 +116,7 @@ class K8sEmulator:
             self.counts.clear()
             self.delete_policies.clear()
             self.create_code = 201
+            self.expire_continues = 0
 
     def write_kubeconfig(self, path: Path) -> Path:
         cfg = {
@@ -249,6 +252,10 @@ class K8sEmulator:
         selector = parse_selector(query.get("labelSelector", ""))
         matching = [o for (ns, _), o in sorted(self.jobs.items())
                     if ns == namespace and selector(o["metadata"].get("labels") or {})]
+        if query.get("continue") and self.expire_continues > 0:
+            self.expire_continues -= 1
+            raise Reply(410, "Expired", "The provided continue parameter is too old to display a consistent list "
+                                        "result. You can start a new list without the continue parameter.")
         start = _decode_continue(query["continue"]) if query.get("continue") else 0
         limit = int(query.get("limit") or 0)
         page = matching[start:start + limit] if limit else matching[start:]
