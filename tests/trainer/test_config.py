@@ -98,3 +98,19 @@ def test_no_trainer_module_shadows_an_installed_top_level_module() -> None:
     names = [p.stem for p in package.glob("*.py") if p.stem not in ("__init__", "__main__")] + ["runners"]
     shadowed = [name for name in names if importlib.util.find_spec(name) is not None]
     assert shadowed == []
+
+
+def test_the_trainer_never_imports_the_api_or_the_broker() -> None:
+    """It ships alone in the trainer image."""
+    import ast
+    from pathlib import Path
+
+    import trainer
+
+    offenders = []
+    for path in Path(trainer.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("api", "broker")]
+    assert offenders == []
