@@ -127,3 +127,28 @@ def test_an_expired_continue_token_restarts_the_list(kube: KubernetesBackend, em
     names = sorted(o["metadata"]["name"] for o in kube.list("ml", MANAGED_SELECTOR))
     assert names == ["hf-run-0", "hf-run-1", "hf-run-2"]
     assert emulator.calls("list", "ml") == 4  # page, 410, then the LIST again from the start (2 pages)
+
+
+def test_409_is_already_exists_or_conflict_by_the_status_reason() -> None:
+    import json
+
+    from kubernetes.client.exceptions import ApiException
+
+    from broker.backends.kubernetes import from_api_exception
+
+    def answer(reason: str) -> ApiException:
+        return ApiException(status=409, reason="Conflict", body=json.dumps({"kind": "Status", "reason": reason,
+                                                                            "message": f"{reason} happened"}))
+
+    assert isinstance(from_api_exception(answer("AlreadyExists"), "create"), errors.AlreadyExists)
+    conflict = from_api_exception(answer("Conflict"), "update")
+    assert isinstance(conflict, errors.Conflict) and "Conflict happened" in str(conflict)
+
+
+def test_the_operator_can_write_status_through_the_status_subresource(
+    kube: KubernetesBackend, emulator: K8sEmulator
+) -> None:
+    kube.create(job())
+    status = {"status": {"conditions": [{"type": "Running", "status": "True"}], "startTime": "2026-01-01T00:00:00Z"}}
+    kube.custom.patch_namespaced_custom_object_status("kubeflow.org", "v1", "ml", "pytorchjobs", "hf-run-1", status)
+    assert kube.get("ml", "hf-run-1")["status"]["startTime"] == "2026-01-01T00:00:00Z"

@@ -145,3 +145,48 @@ def test_the_validator_catches_what_a_cluster_refuses(breaks) -> None:  # type: 
     obj = render_pytorchjob(make_record(), SETTINGS)
     breaks(obj)
     assert pytorchjob_problems(obj)
+
+
+def test_the_whole_one_node_object() -> None:
+    record = make_record("run-1", gpus_per_node=1, extra_args={"max_steps": 5})
+    container = {
+        "name": "pytorch",
+        "image": "registry.example/trainer:1.0",
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["torchrun", "--nnodes", "1", "--nproc_per_node", "1", "train.py", "--framework", "hf",
+                    "--run-id", "run-1", "--checkpoint-base-uri", "s3://runs/base",
+                    "--checkpoint-prefix", "s3://runs/base/run-1/framework=hf",
+                    "--dataset-uri", "s3://data/train.jsonl", "--logs-uri", "s3://runs/base/run-1/framework=hf/logs",
+                    "--config-uri", "s3://runs/base/run-1/framework=hf/config", "--model-id", "tiny-gpt2",
+                    "--max_steps", "5"],
+        "env": [{"name": k, "value": v} for k, v in {
+            "FRAMEWORK": "hf", "RUN_ID": "run-1", "MODEL_ID": "tiny-gpt2", "NUM_NODES": "1", "GPUS_PER_NODE": "1",
+            "CHECKPOINT_BASE_URI": "s3://runs/base", "CHECKPOINT_PREFIX": "s3://runs/base/run-1/framework=hf",
+            "DATASET_URI": "s3://data/train.jsonl", "LOGS_URI": "s3://runs/base/run-1/framework=hf/logs",
+            "CONFIG_URI": "s3://runs/base/run-1/framework=hf/config", "RESUME_FROM_CHECKPOINT": "false",
+            "TRAINING_EXTRA_ARGS_JSON": '{"max_steps":5}'}.items()],
+        "resources": {"requests": {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": "1"},
+                      "limits": {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": "1"}},
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+    }
+    labels = {"training-broker.io/job": "hf-run-1", "training-broker.io/attempt": "1",
+              "app.kubernetes.io/managed-by": "training-broker", "training-broker.io/run-id": "run-1",
+              "training-broker.io/framework": "hf"}
+    assert render_pytorchjob(record, SETTINGS) == {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": {
+            "name": "hf-run-1", "namespace": "ml", "labels": labels,
+            "annotations": {"training-broker.io/spec-hash": record.spec_hash, "training-broker.io/run-id": "run-1",
+                            "training-broker.io/attempt": "1", "training-broker.io/job": "hf-run-1"},
+        },
+        "spec": {
+            "nprocPerNode": "1",
+            "runPolicy": {"backoffLimit": 3, "cleanPodPolicy": "Running"},
+            "pytorchReplicaSpecs": {"Master": {
+                "replicas": 1, "restartPolicy": "OnFailure",
+                "template": {"metadata": {"labels": labels}, "spec": {
+                    "containers": [container], "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]}},
+            }},
+        },
+    }
