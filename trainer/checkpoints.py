@@ -151,37 +151,37 @@ class CheckpointManager:
     def _upload(self, step: int, name: str, files: dict[str, Path], meta: dict[str, Any],
                 write_manifest: bool) -> None:
         started = time.monotonic()
-        listed = []
+        sizes = {}
         for rel, local in sorted(files.items()):
-            size = local.stat().st_size
+            sizes[rel] = local.stat().st_size
             self.storage.put_file(local, self._join(rel))
-            listed.append(CheckpointFile(rel, size))
-        if write_manifest and self.before_manifest is not None:
+        elapsed = time.monotonic() - started
+        self.upload_seconds += elapsed
+        log.info("checkpoint step %d uploaded: %d files, %.1f MiB in %.2fs -> %s", step, len(sizes),
+                 sum(sizes.values()) / 2**20, elapsed, self._join(name))
+        if write_manifest:
+            self.write_manifest(step, name, sizes, meta)
+
+    def write_manifest(self, step: int, name: str, files: Mapping[str, int],
+                       metadata: Mapping[str, Any] | None = None) -> None:
+        """Make checkpoint `step` count: the `before_manifest` hook, the manifest, the pointer, then retention.
+
+        `files` maps each uploaded file (relative path) to its size. `save()` calls this itself; call it directly
+        only for files other ranks uploaded (`save(..., write_manifest=False)` on each rank, gather the sizes,
+        then one rank writes the manifest after every upload finished).
+        """
+        if self.before_manifest is not None:
             try:
                 self.before_manifest(step)
             except Exception:
                 log.warning("before_manifest hook failed for step %d", step, exc_info=True)
-        if write_manifest:
-            created = datetime.now(UTC).isoformat(timespec="seconds")
-            manifest = Manifest(step, name, tuple(listed), created, meta)
-            write_json(self.storage, self._join(manifest_name(step)), manifest.to_json())
-            write_json(self.storage, self._join(POINTER), {"step": step, "manifest": manifest_name(step)})
-        elapsed = time.monotonic() - started
-        self.upload_seconds += elapsed
-        total = sum(f.size for f in listed)
-        log.info("checkpoint step %d uploaded: %d files, %.1f MiB in %.2fs -> %s", step, len(listed),
-                 total / 2**20, elapsed, self._join(name))
-        if write_manifest and self.keep is not None:
-            self._prune(step)
-
-    def write_manifest(self, step: int, name: str, files: Mapping[str, int],
-                       metadata: Mapping[str, Any] | None = None) -> None:
-        """Write the manifest + pointer for files already uploaded (e.g. by several ranks), sizes given."""
         created = datetime.now(UTC).isoformat(timespec="seconds")
         listed = tuple(CheckpointFile(rel, size) for rel, size in sorted(files.items()))
         write_json(self.storage, self._join(manifest_name(step)),
                    Manifest(step, name, listed, created, dict(metadata or {})).to_json())
         write_json(self.storage, self._join(POINTER), {"step": step, "manifest": manifest_name(step)})
+        if self.keep is not None:
+            self._prune(step)
 
     # -- finding -------------------------------------------------------------------------------------------------
     def latest(self) -> Manifest | None:

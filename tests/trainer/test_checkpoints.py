@@ -158,3 +158,18 @@ def test_the_same_rules_hold_on_s3(s3_bucket: str, tmp_path: Path) -> None:
     assert manager.complete_steps() == [20, 30]
     local = manager.download(latest, tmp_path / "resume")
     assert (local / "model.bin").read_bytes() == bytes([30]) * 100
+
+
+def test_per_rank_shards_count_once_one_rank_writes_the_manifest(tmp_path: Path) -> None:
+    root = str(tmp_path / "ck")
+    ranks = [CheckpointManager(LocalStorage(), root) for _ in range(2)]
+    sizes = {}
+    for rank, manager in enumerate(ranks):
+        shard = tmp_path / f"__{rank}_0.distcp"
+        shard.write_bytes(b"x" * (10 + rank))
+        manager.save(10, {f"step-000010/__{rank}_0.distcp": shard}, write_manifest=False, blocking=True)
+        sizes[f"step-000010/__{rank}_0.distcp"] = shard.stat().st_size
+    assert ranks[0].latest() is None  # uploaded, but nothing counts before the manifest
+    ranks[0].write_manifest(10, "step-000010", sizes, {"format": "dcp"})
+    latest = ranks[1].latest()
+    assert latest is not None and latest.step == 10 and len(latest.files) == 2
