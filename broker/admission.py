@@ -8,7 +8,7 @@ leaves a reservation for a job still `queued`; the next try finds it held (idemp
 from __future__ import annotations
 
 from broker.context import BrokerContext
-from broker.jobs import JobRecord, JobStatus
+from broker.jobs import TERMINAL, JobRecord, JobStatus
 from broker.store import IllegalTransition
 
 S = JobStatus
@@ -45,5 +45,13 @@ def admit(ctx: BrokerContext, record: JobRecord, cache: dict[str, int | None] | 
         elif record.detail != decision.detail:
             ctx.store.update(record.name, detail=decision.detail)
     except IllegalTransition:
-        ctx.quota.release(spec.namespace, record.name, record.attempt)
+        _release_if_moved_on(ctx, record)
     return None
+
+
+def _release_if_moved_on(ctx: BrokerContext, record: JobRecord) -> None:
+    """Give the reservation back only when this attempt no longer needs it. A duplicate task that lost the race to
+    its twin finds the job admitted (or waiting) for the same attempt: the twin's reservation and place stay."""
+    current = ctx.store.get(record.name)
+    if current is None or current.attempt != record.attempt or current.status in TERMINAL:
+        ctx.quota.release(record.namespace, record.name, record.attempt)

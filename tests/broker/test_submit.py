@@ -183,3 +183,25 @@ def test_a_duplicate_task_that_loses_the_race_keeps_the_object(ctx: BrokerContex
     ctx.backend.create = create_while_the_duplicate_finishes  # type: ignore[method-assign]
     assert submit_job(ctx, name) == "skipped: job is already submitted"
     assert len(emulator.objects()) == 1
+
+
+def test_a_duplicate_task_that_lost_the_admission_race_keeps_its_twins_reservation(
+    ctx: BrokerContext, emulator: K8sEmulator
+) -> None:
+    from broker.admission import admit
+
+    name = stored(ctx, gpus_per_node=4)
+    snapshot = ctx.store.require(name)  # the duplicate read the job while it was still queued
+    assert submit_job(ctx, name) == "submitted"  # its twin ran first
+    assert admit(ctx, snapshot) is None
+    assert ctx.quota.held("ml") == {f"{name}#1": 4}
+
+
+def test_a_job_cancelled_while_being_admitted_gives_its_reservation_back(ctx: BrokerContext) -> None:
+    from broker.admission import admit
+
+    name = stored(ctx, gpus_per_node=4)
+    snapshot = ctx.store.require(name)
+    ctx.store.transition(name, S.CANCELLED, reason="cancelled by request")
+    assert admit(ctx, snapshot) is None
+    assert ctx.quota.held("ml") == {} and ctx.quota.line("ml") == []
