@@ -1,0 +1,260 @@
+"""Pieces the `meta` and `nemo` runners share: packed token blocks, a resumable sampler over them, the learning-rate
+schedule, RNG capture/restore, and the metrics window — everything a resumed run needs to continue exactly.
+
+Resuming exactly (losses equal to an uninterrupted run's) takes four things in the checkpoint: model and optimizer
+state, scheduler state, the data position (`BlockSampler.state_dict()`), and every rank's RNG state (dropout draws
+from it). The sampler never touches the global torch RNG: each data epoch's order comes from its own generator
+seeded with `seed + epoch`, so the position is two integers and evaluation cannot shift it.
+
+Imported only by the runners (torch and transformers are heavy).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from trainer.config import ConfigError
+from trainer.context import RunContext
+from trainer.data import DatasetError, pack
+from trainer.dist import DistInfo
+
+
+@dataclass
+class Blocks:
+    """The packed dataset as tensors of shape [n, block_size] (eval may hold one shorter block)."""
+
+    train: torch.Tensor
+    eval: torch.Tensor
+
+
+def load_blocks(ctx: RunContext, tokenizer: Any, max_positions: int | None) -> Blocks:
+    """Tokenize the run's train/eval split and pack it into fixed-length blocks (raises DatasetError/ConfigError)."""
+    t = ctx.config.training
+    if max_positions and t.block_size > max_positions:
+        raise ConfigError(f"block_size {t.block_size} exceeds the model's {max_positions} positions")
+    split = ctx.load_split()
+    eos = tokenizer.eos_token_id
+    train = pack(encode_all(tokenizer, split.train), t.block_size, eos)
+    evals = pack(encode_all(tokenizer, split.eval), t.block_size, eos, keep_short=True)
+    if not train:
+        raise DatasetError(f"dataset {ctx.config.dataset_uri} is too small for one block of {t.block_size} tokens")
+    return Blocks(torch.tensor(train, dtype=torch.long), torch.tensor(evals, dtype=torch.long))
+
+
+def encode_all(tokenizer: Any, texts: Sequence[str], batch: int = 1000) -> Iterator[list[int]]:
+    """Token ids per text, tokenized in batches (the fast tokenizer parallelizes within a batch)."""
+    for start in range(0, len(texts), batch):
+        yield from tokenizer(list(texts[start:start + batch]), add_special_tokens=False, verbose=False)["input_ids"]
+
+
+def max_positions(model_config: Any) -> int | None:
+    return getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
+
+
+class BlockSampler:
+    """Which train blocks each rank reads, as a resumable position.
+
+    A global micro-batch is `batch_size * world_size` blocks of one epoch's permutation; rank r takes the r-th
+    `batch_size` of them. An epoch ends when fewer than a global micro-batch remain (the rest is dropped). The state
+    is `(epoch, position)`, position counting blocks of the epoch already handed out, so it survives a change of
+    world size.
+    """
+
+    def __init__(self, num_blocks: int, batch_size: int, dist: DistInfo, seed: int) -> None:
+        self.num_blocks = num_blocks
+        self.batch_size = batch_size
+        self.rank = dist.rank
+        self.global_batch = batch_size * dist.world_size
+        if self.global_batch > num_blocks:
+            raise DatasetError(f"the dataset packs into {num_blocks} train blocks, fewer than one global batch "
+                               f"(batch_size {batch_size} x {dist.world_size} processes); lower batch_size or "
+                               "block_size")
+        self.seed = seed
+        self.epoch = 0
+        self.position = 0
+        self._order: tuple[int, torch.Tensor] | None = None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.num_blocks // self.global_batch
+
+    def next_indices(self) -> torch.Tensor:
+        """This rank's block indices for the next micro-batch; advances the position."""
+        if self.position + self.global_batch > self.num_blocks:
+            self.epoch, self.position = self.epoch + 1, 0
+        start = self.position + self.rank * self.batch_size
+        indices = self._epoch_order()[start:start + self.batch_size]
+        self.position += self.global_batch
+        return indices
+
+    def seek(self, micro_batch: int) -> None:
+        """Jump to the `micro_batch`-th global micro-batch of the run (0-based)."""
+        self.epoch, index = divmod(micro_batch, self.batches_per_epoch)
+        self.position = index * self.global_batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.position, self.seed = int(state["epoch"]), int(state["position"]), int(state["seed"])
+
+    def _epoch_order(self) -> torch.Tensor:
+        if self._order is None or self._order[0] != self.epoch:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            self._order = (self.epoch, torch.randperm(self.num_blocks, generator=generator))
+        return self._order[1]
+
+
+def causal_lm_batch(blocks: torch.Tensor, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+    """Inputs and labels for a causal LM (the model shifts the labels itself)."""
+    ids = blocks[indices].to(device, non_blocking=True)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+
+
+def eval_indices(num_blocks: int, dist: DistInfo, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """This rank's share of the eval blocks (round-robin) as (indices, weights) batches.
+
+    Every rank gets the same number of rows (collectives inside the forward need that): the last round is padded
+    by wrapping around, with weight 0, so each block counts exactly once over all ranks.
+    """
+    per_rank = -(-num_blocks // dist.world_size)
+    slots = torch.arange(dist.rank, per_rank * dist.world_size, dist.world_size)
+    weights = (slots < num_blocks).to(torch.float64)
+    return list(zip((slots % max(1, num_blocks)).split(batch_size), weights.split(batch_size), strict=True))
+
+
+def total_steps(max_steps: int, num_epochs: float, batches_per_epoch: int, accumulation: int) -> int:
+    """`max_steps` when > 0, else the optimizer steps in `num_epochs` epochs (at least 1)."""
+    if max_steps > 0:
+        return max_steps
+    return max(1, int(num_epochs * batches_per_epoch) // accumulation)
+
+
+def linear_schedule(warmup_steps: int, total: int) -> Any:
+    """The HF default: linear warmup to the peak lr, then linear decay to 0 at `total` (a LambdaLR factor)."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return float(step + 1) / float(max(1, warmup_steps))
+        return max(0.0, float(total - step) / float(max(1, total - warmup_steps)))
+
+    return factor
+
+
+def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices only (not biases, norms): nanoGPT's split."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
+
+# -- RNG --------------------------------------------------------------------------------------------------------
+
+def rng_state() -> dict[str, Any]:
+    """This process's RNG state: torch CPU, CUDA (all devices) and Python's `random`."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_python_state(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_python_state(value: Any) -> Any:
+    """`random.setstate` wants tuples; a checkpoint may hand back lists."""
+    if isinstance(value, list | tuple):
+        return tuple(_as_python_state(v) for v in value)
+    return value
+
+
+def gather_rng_states(dist: DistInfo) -> list[dict[str, Any]]:
+    """Every rank's RNG state, in rank order (a collective: call on all ranks)."""
+    mine = rng_state()
+    if not dist.distributed:
+        return [mine]
+    import torch.distributed as torch_dist
+
+    states: list[Any] = [None] * dist.world_size
+    torch_dist.all_gather_object(states, mine)
+    return states
+
+
+def restore_rng_states(states: Sequence[dict[str, Any]], dist: DistInfo, seed: int, log: Any) -> None:
+    """Restore this rank's saved RNG state; with a different world size, reseed instead (logged)."""
+    if len(states) == dist.world_size:
+        set_rng_state(states[dist.rank])
+        return
+    log.warning("checkpoint holds RNG states of %d ranks, this run has %d: reseeding (dropout differs)",
+                len(states), dist.world_size)
+    torch.manual_seed(seed + dist.rank)
+
+
+# -- metrics ----------------------------------------------------------------------------------------------------
+
+@dataclass
+class LossWindow:
+    """Train losses since the last logged step. Saved in checkpoints, so a resumed run logs the same averages."""
+
+    loss_sum: float = 0.0
+    steps: int = 0
+
+    def add(self, loss: float) -> None:
+        self.loss_sum += loss
+        self.steps += 1
+
+    def take(self) -> float | None:
+        mean = self.loss_sum / self.steps if self.steps else None
+        self.loss_sum, self.steps = 0.0, 0
+        return mean
+
+    def state_dict(self) -> dict[str, float]:
+        return {"loss_sum": self.loss_sum, "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.loss_sum, self.steps = float(state["loss_sum"]), int(state["steps"])
+
+
+class Throughput:
+    """Tokens/s between two logged steps of this attempt (wall clock)."""
+
+    def __init__(self, tokens_per_step: int, step: int) -> None:
+        self.tokens_per_step = tokens_per_step
+        self.first = self.last = (step, time.monotonic())
+
+    def tokens_per_s(self, step: int) -> float | None:
+        now = time.monotonic()
+        (prev_step, prev_time), self.last = self.last, (step, now)
+        if step <= prev_step or now <= prev_time:
+            return None
+        return round((step - prev_step) * self.tokens_per_step / (now - prev_time), 1)
+
+    def summary(self, step: int) -> tuple[float, float]:
+        """(steps/s, seconds) over this attempt."""
+        elapsed = time.monotonic() - self.first[1]
+        steps = step - self.first[0]
+        return (round(steps / elapsed, 3) if elapsed > 0 else 0.0), round(elapsed, 3)
+
+
+def autocast_dtype(precision: str, use_cuda: bool) -> torch.dtype | None:
+    """The autocast dtype for `precision` (None = fp32). `auto`: bf16 on a GPU that has it, fp32 on CPU.
+
+    fp16 needs a loss scaler these loops do not carry: use bf16 (or the hf runner) instead.
+    """
+    if precision == "fp16":
+        raise ConfigError("precision=fp16 is not supported by this runner (use bf16 or fp32)")
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto" and use_cuda and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
