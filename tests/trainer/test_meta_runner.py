@@ -1,0 +1,149 @@
+"""The meta runner trains the tiny model for real with its plain loop: local storage and S3, checkpoints every 10
+steps into the shared layout, a `kill -9` resume whose losses equal an uninterrupted run's bitwise, and FSDP over
+gloo with two processes under torchrun from the `train.py` path, resuming exactly too."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests.support.s3 import S3Server
+from tests.trainer.runs import (
+    check_layout,
+    kill_group,
+    python_m_trainer,
+    read_jsonl,
+    run,
+    start,
+    torchrun_train_py,
+    trainer_args,
+    trainer_env,
+    wait_for,
+)
+from trainer.checkpoints import CheckpointManager
+from trainer.storage import LocalStorage, S3Storage
+
+pytestmark = pytest.mark.slow
+# 32 blocks per optimizer step (4 x 8, accumulated): slow enough to kill between two checkpoints, several data
+# epochs in 40 steps (the resume crosses epoch boundaries), dropout on (the RNG state matters).
+TRAINING = {"save_steps": 10, "logging_steps": 5, "batch_size": 8, "gradient_accumulation": 4, "block_size": 64,
+            "lr": 1e-3, "warmup_steps": 5, "weight_decay": 0.01, "seed": 3}
+
+
+def train_rows(rows: list[dict[str, Any]]) -> dict[int, tuple[float, float, float]]:
+    """step -> (loss, lr, grad_norm) of the train rows: what must match exactly after a resume."""
+    return {int(r["step"]): (r["loss"], r["lr"], r["grad_norm"]) for r in rows if r.get("kind") == "train"}
+
+
+def drop_checkpoints_after(prefix: Path, step: int) -> None:
+    """What a crash right after `step`'s upload leaves: later files may exist, their manifests do not."""
+    checkpoints = prefix / "checkpoints"
+    for manifest in checkpoints.glob("step-*.json"):
+        if int(manifest.stem.split("-")[1]) > step:
+            manifest.unlink()
+    (checkpoints / "latest.json").unlink()
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_model: Path, sample_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One uninterrupted 40-step single-process run on local storage (checked; the baseline for resume)."""
+    base = tmp_path_factory.mktemp("meta-ref")
+    args = trainer_args("meta", "ref", str(base / "runs"), str(sample_dataset), str(tiny_model), max_steps=40,
+                        **TRAINING)
+    run(python_m_trainer(args), trainer_env(base / "work"))
+    prefix = base / "runs" / "ref" / "framework=meta"
+    return {"prefix": prefix, "layout": check_layout(LocalStorage(), str(prefix), [10, 20, 30, 40], total_steps=40)}
+
+
+def test_trains_and_checkpoints_every_10_steps_on_local_storage(reference_run: dict) -> None:
+    layout = reference_run["layout"]
+    manifest = layout["manifests"][20]
+    assert manifest.name == "step-000020.pt" and [f.path for f in manifest.files] == ["step-000020.pt"]
+    assert manifest.metadata["framework"] == "meta"
+    payload = torch.load(reference_run["prefix"] / "checkpoints" / "step-000020.pt", weights_only=True)
+    assert payload["step"] == 20 and len(payload["rng"]) == 1
+    assert {"model", "optimizer", "scheduler", "sampler", "window"} <= payload.keys()
+    assert payload["optimizer"]["state"], "the optimizer state (AdamW moments) is in the checkpoint"
+    rows = layout["train_rows"]
+    assert [r["step"] for r in rows] == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert rows[-1]["loss"] < rows[0]["loss"]  # it learns
+    assert all(r["tokens_per_s"] is None or r["tokens_per_s"] > 0 for r in rows)
+    assert [m["step"] for m in layout["metrics"] if m.get("kind") == "eval"] == [10, 20, 30, 40]
+    summary = [m for m in layout["metrics"] if m.get("kind") == "summary"]
+    assert summary and summary[0]["steps_per_s"] > 0
+    print(f"\nmeta single process: {summary[0]['steps_per_s']:.1f} steps/s")
+
+
+def test_resumes_after_kill_9_with_the_losses_of_an_uninterrupted_run(reference_run: dict, tiny_model: Path,
+                                                                      sample_dataset: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    prefix = runs / "crash" / "framework=meta"
+    args = trainer_args("meta", "crash", str(runs), str(sample_dataset), str(tiny_model), max_steps=40, **TRAINING)
+    env = trainer_env(tmp_path / "work")
+    proc = start(python_m_trainer(args), env, tmp_path / "first.log")
+    wait_for(lambda: (prefix / "checkpoints" / "step-000010.json").exists(), timeout=180, proc=proc)
+    kill_group(proc)
+    killed_at = CheckpointManager(LocalStorage(), str(prefix / "checkpoints")).latest()
+    assert killed_at is not None and killed_at.step < 40, "the run finished before it was killed"
+    # A checkpoint whose upload never finished (the file, no manifest) must be ignored.
+    shutil.copy(prefix / "checkpoints" / "step-000010.pt", prefix / "checkpoints" / "step-000035.pt")
+
+    result = run(python_m_trainer([*args, "--resume"]), env)
+    assert f"resuming from step {killed_at.step}" in result.stderr
+    assert f"meta: resumed from step-{killed_at.step:06d}.pt at step {killed_at.step}" in result.stderr
+    check_layout(LocalStorage(), str(prefix), [10, 20, 30, 40], total_steps=40)
+    resumed = train_rows(read_jsonl(LocalStorage(), str(prefix / "logs" / "metrics.jsonl")))
+    assert resumed == train_rows(reference_run["layout"]["metrics"])  # bitwise: same floats
+
+
+def test_trains_and_resumes_on_s3(s3_server: S3Server, s3_bucket: str, tiny_model: Path, sample_dataset: Path,
+                                  tmp_path: Path) -> None:
+    storage = S3Storage()
+    storage.put_file(sample_dataset, f"s3://{s3_bucket}/datasets/v1/part-0.jsonl")
+    base = f"s3://{s3_bucket}/runs"
+    args = trainer_args("meta", "s3-run", base, f"s3://{s3_bucket}/datasets/v1", str(tiny_model), max_steps=20,
+                        **TRAINING)
+    env = trainer_env(tmp_path / "work")
+    run(python_m_trainer(args), env)
+    prefix = f"{base}/s3-run/framework=meta"
+    check_layout(storage, prefix, [10, 20], total_steps=20)
+    assert "runs/s3-run/framework=meta/checkpoints/step-000020.pt" in s3_server.keys(s3_bucket, "runs/")
+
+    more = trainer_args("meta", "s3-run", base, f"s3://{s3_bucket}/datasets/v1", str(tiny_model), max_steps=30,
+                        resume=True, **TRAINING)
+    result = run(python_m_trainer(more), env)
+    assert "meta: resumed from step-000020.pt at step 20" in result.stderr
+    layout = check_layout(storage, prefix, [10, 20, 30], total_steps=30)
+    assert [r["step"] for r in layout["train_rows"]] == [5, 10, 15, 20, 25, 30]  # one history over both attempts
+
+
+def test_fsdp_with_two_processes_under_torchrun_resumes_exactly(tiny_model: Path, sample_dataset: Path,
+                                                                 tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    args = trainer_args("meta", "fsdp", str(runs), str(sample_dataset), str(tiny_model), max_steps=20, **TRAINING)
+    run(torchrun_train_py(2, args), trainer_env(tmp_path / "work"), timeout=400)
+    prefix = runs / "fsdp" / "framework=meta"
+    layout = check_layout(LocalStorage(), str(prefix), [10, 20], total_steps=20, world_size=2)
+    assert "FSDP2 sharded 2 blocks (GPT2Block)" in layout["log"]
+    assert "rank1" in (prefix / "logs" / "train-rank1.log").read_text()
+    payload = torch.load(prefix / "checkpoints" / "step-000010.pt", weights_only=True)
+    assert len(payload["rng"]) == 2 and payload["world_size"] == 2  # every rank's RNG state
+    summary = [m for m in layout["metrics"] if m.get("kind") == "summary"]
+    print(f"\nmeta torchrun x2 (FSDP2, gloo): {summary[0]['steps_per_s']:.1f} steps/s")
+
+    # The same run, crashed after its first checkpoint and retried: both ranks resume from step 10 exactly.
+    retry = tmp_path / "retry"
+    shutil.copytree(runs, retry)
+    retried = retry / "fsdp" / "framework=meta"
+    drop_checkpoints_after(retried, 10)
+    args = trainer_args("meta", "fsdp", str(retry), str(sample_dataset), str(tiny_model), max_steps=20,
+                        resume=True, **TRAINING)
+    run(torchrun_train_py(2, args), trainer_env(tmp_path / "work"), timeout=400)
+    resumed = check_layout(LocalStorage(), str(retried), [10, 20], total_steps=20, world_size=2)
+    for rank in (0, 1):
+        assert "meta: resumed from step-000010.pt at step 10" in (retried / "logs" / f"train-rank{rank}.log").read_text()
+    assert train_rows(resumed["metrics"]) == train_rows(layout["metrics"])
