@@ -145,5 +145,6 @@ def test_fsdp_with_two_processes_under_torchrun_resumes_exactly(tiny_model: Path
     run(torchrun_train_py(2, args), trainer_env(tmp_path / "work"), timeout=400)
     resumed = check_layout(LocalStorage(), str(retried), [10, 20], total_steps=20, world_size=2)
     for rank in (0, 1):
-        assert "meta: resumed from step-000010.pt at step 10" in (retried / "logs" / f"train-rank{rank}.log").read_text()
+        log = (retried / "logs" / f"train-rank{rank}.log").read_text()
+        assert "meta: resumed from step-000010.pt at step 10" in log
     assert train_rows(resumed["metrics"]) == train_rows(layout["metrics"])
