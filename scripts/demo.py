@@ -29,6 +29,7 @@ from typing import Any
 
 import redis
 import requests
+from demo_storage import LocalRuns, RunStorage, S3Runs, layout
 
 from api.cli import Client, CliError, CliSettings
 from api.cli_wait import is_newer
@@ -137,9 +138,11 @@ def _signal(proc: subprocess.Popen[bytes], signum: int) -> None:
 
 
 class Demo:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, storage: str) -> None:
         self.dir = root
-        self.ports = {name: free_port() for name in ("redis", "api", "flower")}
+        self.ports = {name: free_port() for name in ("redis", "api", "flower", "s3")}
+        self.storage: RunStorage = (S3Runs(f"http://127.0.0.1:{self.ports['s3']}") if storage == "s3"
+                                    else LocalRuns(root))
         self.token = secrets.token_urlsafe(16)
         self.flower_auth = f"demo:{secrets.token_urlsafe(12)}"
         self.api_url = f"http://127.0.0.1:{self.ports['api']}"
@@ -164,13 +167,17 @@ class Demo:
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        }
+        } | self.storage.env()
 
     # --- setup ---
 
     def start_services(self) -> None:
         banner("Starting Redis, the API, a worker, beat and Flower")
         env, celery = self.env(), str(BIN / "celery")
+        if isinstance(self.storage, S3Runs):
+            self.services.start("s3", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.ports["s3"])], env)
+            self.storage.wait_ready()
+        say(f"runs are stored in the {self.storage.label}")
         redis_bin = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.services.start("redis", [redis_bin, "--port", str(self.ports["redis"]), "--bind", "127.0.0.1",
                                       "--save", "", "--appendonly", "no", "--dir", str(self.dir)], env)
@@ -183,24 +190,28 @@ class Demo:
         self.services.start("beat", [celery, "-A", "broker.celery_app", "beat", "-l", "info",
                                      "-s", str(self.dir / "celerybeat-schedule")], env)
         self.services.start("flower", [celery, "-A", "broker.celery_app", "flower", "--address=127.0.0.1",
-                                       f"--port={self.ports['flower']}", f"--basic-auth={self.flower_auth}"], env)
+                                       f"--port={self.ports['flower']}"], env | {"FLOWER_BASIC_AUTH": self.flower_auth})
         wait_until("the API to be ready", lambda: _ok(f"{self.api_url}/readyz"), 60, self.services)
         wait_until("Flower", lambda: _ok(f"{self.flower_url}/healthcheck"), 60, self.services)
         env_file = self.dir / "env"
         env_file.write_text(f"export TRAINER_BASE_URL={self.api_url}\nexport TRAINER_API_TOKEN={self.token}\n")
         say(f"API ready at {self.api_url} (its URL and token: {env_file})")
 
-    def build_inputs(self) -> tuple[Path, Path]:
+    def build_inputs(self) -> tuple[Path, str]:
         banner("Building the tiny model and a sample dataset")
         model, dataset = self.dir / "model", self.dir / "data" / "fx.jsonl"
         if (model / "config.json").is_file() and dataset.is_file():
             say(f"reusing {model} and {dataset}")
-            return model, dataset
-        argv = [sys.executable, "-m", "trainer.tiny", "--out", str(model), "--dataset", str(dataset), "--rows", "400"]
-        subprocess.run(argv, cwd=REPO, check=True, timeout=300)
-        return model, dataset
+        else:
+            argv = [sys.executable, "-m", "trainer.tiny", "--out", str(model), "--dataset", str(dataset), "--rows",
+                    "400"]
+            subprocess.run(argv, cwd=REPO, check=True, timeout=300, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            say(f"built the tiny model in {model} and 400 rows of text in {dataset}")
+        dataset_uri = self.storage.dataset_uri(dataset)
+        say(f"dataset_uri: {dataset_uri}")
+        return model, dataset_uri
 
-    def request(self, framework: str, run_id: str, model: Path, dataset: Path, extra: dict[str, Any]) -> Path:
+    def request(self, framework: str, run_id: str, model: Path, dataset: str, extra: dict[str, Any]) -> Path:
         body = {
             **SEED_SAMPLE,
             "framework": framework,
@@ -210,8 +221,8 @@ class Demo:
             "cpus_per_node": 1,
             "memory_per_node_gb": 2,
             "run_id": run_id,
-            "checkpoint_base_uri": str(self.dir / "runs"),
-            "dataset_uri": str(dataset),
+            "checkpoint_base_uri": self.storage.base_uri,
+            "dataset_uri": dataset,
             "extra_args": extra,
         }
         path = self.dir / "requests" / f"{framework}-{run_id}.json"
@@ -283,10 +294,22 @@ class Demo:
             line += f" — expected {expected}: {job.get('detail', '')}"
         self.results.append((name, ok, line))
         say(("OK   " if ok else "FAIL ") + line)
+        if job["status"] == "failed":
+            self.show_log_tail(name)
+
+    def show_log_tail(self, name: str, lines: int = 15) -> None:
+        try:
+            logs = self.client.get(f"/train/{name}/logs", tail=lines)["logs"]
+        except CliError as exc:
+            say(f"{name}: no logs ({exc})")
+            return
+        for entry in logs:
+            print(f"  --- {name} {entry['file']} (last {lines} lines) ---", flush=True)
+            print("  " + entry["text"].rstrip().replace("\n", "\n  "), flush=True)
 
     # --- the scenes ---
 
-    def train_all(self, model: Path, dataset: Path) -> None:
+    def train_all(self, model: Path, dataset: str) -> None:
         banner("Training hf, nemo and meta through API → Redis → Celery → local backend → torchrun → train.py")
         names = [self.submit(self.request(fw, SEED_SAMPLE["run_id"], model, dataset, TRAIN_ARGS)) for fw in FRAMEWORKS]
         for name, job in self.watch(names).items():
@@ -294,27 +317,30 @@ class Demo:
 
     def show_checkpoints(self) -> None:
         banner("Checkpoint layout (one normalized layout per framework)")
-        root = self.dir / "runs" / SEED_SAMPLE["run_id"]
-        for framework_dir in sorted(root.glob("framework=*")):
-            print(f"{framework_dir.relative_to(self.dir)}/", flush=True)
-            for line in tree(framework_dir, depth=2):
+        for framework in FRAMEWORKS:
+            run_path = f"{SEED_SAMPLE['run_id']}/framework={framework}"
+            print(f"{self.storage.base_uri}/{run_path}/", flush=True)
+            for line in layout(self.storage.files(run_path), depth=1):
                 print(f"  {line}", flush=True)
 
-    def cancel_and_retry(self, model: Path, dataset: Path) -> None:
+    def cancel_and_retry(self, model: Path, dataset: str) -> None:
         banner("Cancel a run after its first checkpoint, then retry it: it resumes from that checkpoint")
         request = self.request("hf", "fx_cancel_retry_demo", model, dataset, LONG_ARGS)
         name = self.submit(request)
-        checkpoints = self.dir / "runs" / "fx_cancel_retry_demo" / "framework=hf" / "checkpoints"
+        checkpoints = "fx_cancel_retry_demo/framework=hf/checkpoints"
+
+        def manifests() -> list[str]:
+            return [p for p, _ in self.storage.files(checkpoints) if p.startswith("step-") and p.endswith(".json")]
         seen: dict[str, tuple[str, Any]] = {}
 
         def has_checkpoint() -> bool:
             job = self._observe(name, seen)
             if job["status"] in ("succeeded", "failed", "cancelled"):
                 raise DemoFailed(f"{name} ended ({job['status']}) before it could be cancelled")
-            return any(checkpoints.glob("step-*.json"))
+            return bool(manifests())
 
         wait_until(f"a checkpoint of {name}", has_checkpoint, PHASE_TIMEOUT_S, self.services)
-        say(f"{name} has a complete checkpoint: {sorted(p.name for p in checkpoints.glob('step-*.json'))}")
+        say(f"{name} has a complete checkpoint: {manifests()}")
         self.trainctl("cancel", name)
         cancelled = self.watch([name])[name]
         self.record(name, cancelled, expected="cancelled")
@@ -353,21 +379,6 @@ class Demo:
                 if job["status"].get("completionTime") is None:
                     backend.delete(namespace, job["metadata"]["name"])
                     say(f"stopped local job {namespace}/{job['metadata']['name']}")
-
-
-def tree(root: Path, depth: int, prefix: str = "") -> list[str]:
-    """Indented listing of `root`, `depth` levels deep; deeper folders are summarised by file count and size."""
-    lines = []
-    for path in sorted(root.iterdir()):
-        if path.is_dir() and depth > 0:
-            lines.append(f"{prefix}{path.name}/")
-            lines.extend(tree(path, depth - 1, prefix + "  "))
-        elif path.is_dir():
-            files = [p for p in path.rglob("*") if p.is_file()]
-            lines.append(f"{prefix}{path.name}/  ({len(files)} files, {sum(p.stat().st_size for p in files):,} bytes)")
-        else:
-            lines.append(f"{prefix}{path.name}  ({path.stat().st_size:,} bytes)")
-    return lines
 
 
 def _pings(client: redis.Redis) -> bool:
@@ -414,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="keep the services running until Ctrl-C at the end")
     parser.add_argument("--dir", type=Path, default=DEMO, help="the demo's folder (default: .demo/)")
+    parser.add_argument("--storage", choices=("s3", "local"), default="s3",
+                        help="s3: an S3 endpoint (moto) started for the demo (default); local: a folder under --dir")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     if not shutil.which("redis-server") and not Path("/usr/bin/redis-server").is_file():
@@ -421,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     root = args.dir.resolve()
     fresh_demo_dir(root)
-    demo = Demo(root)
+    demo = Demo(root, args.storage)
     try:
         demo.start_services()
         model, dataset = demo.build_inputs()
