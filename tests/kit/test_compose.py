@@ -4,6 +4,7 @@ bucket creation and S3 health check work against a real S3 endpoint (moto server
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -100,3 +101,10 @@ def test_the_one_shot_service_creates_the_bucket_and_the_s3_health_check_passes(
     s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1",
                       aws_access_key_id="testing", aws_secret_access_key="testing")
     assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["training-runs"]
+
+
+def test_the_service_image_runs_as_a_non_root_user() -> None:
+    for name, service in compose()["services"].items():
+        if support.compose_service_image(service):
+            user = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(service.get("user", "")))
+            assert user and user.split(":")[0] not in {"0", "root"}, name
