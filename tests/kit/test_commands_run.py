@@ -95,3 +95,12 @@ def test_flower_answers_only_with_the_secret_credentials(kit_redis: RedisServer,
         assert requests.get(f"{url}/api/workers", timeout=10).status_code == 401
         assert requests.get(f"{url}/", auth=(user, "wrong"), timeout=10).status_code == 401
         assert requests.get(f"{url}/", auth=(user, password), timeout=10).status_code == 200
+
+
+def test_the_flower_command_refuses_to_start_without_credentials(kit_redis: RedisServer, tmp_path: Path) -> None:
+    argv, env = _env("flower", kit_redis, 5)
+    del env["FLOWER_BASIC_AUTH"]
+    argv = rebind(argv, "--port", str(free_port()))
+    done = subprocess.run(argv, cwd=support.ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "FLOWER_BASIC_AUTH" in done.stderr + done.stdout
