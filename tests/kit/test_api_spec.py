@@ -103,3 +103,12 @@ def test_the_doc_names_every_lifecycle_state() -> None:
     text = DOC.read_text()
     missing = [s.value for s in JobStatus if s.value not in text]
     assert not missing
+
+
+def test_the_metrics_the_doc_names_are_served(live_api: LiveApi) -> None:
+    section = DOC.read_text().split("### `GET /metrics`", 1)[1].split("###", 1)[0]
+    named = set(re.findall(r"`(trainer_\w+)", section))
+    assert len(named) >= 3
+    text = requests.get(f"{live_api.url}/metrics", timeout=10).text
+    served = set(re.findall(r"^# TYPE (\w+)", text, re.M)) | set(re.findall(r"^(\w+)[{ ]", text, re.M))
+    assert named <= served, f"not in /metrics: {sorted(named - served)}"
