@@ -429,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="s3: an S3 endpoint (moto) started for the demo (default); local: a folder under --dir")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)  # also when started with SIGINT ignored (a background job)
     if not shutil.which("redis-server") and not Path("/usr/bin/redis-server").is_file():
         print("make demo: redis-server is not on the PATH; install it (Debian: apt-get install redis-server)")
         return 2
@@ -452,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
         say("interrupted")
     finally:
         banner("Stopping everything the demo started")
+        for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not leave processes behind
+            signal.signal(signum, signal.SIG_IGN)
         demo.stop_local_jobs()
         demo.services.stop()
     return summary(demo.results)
