@@ -228,6 +228,8 @@ class CausalLMModule(pl.LightningModule):
         micro_batch = int(checkpoint["global_step"]) * self.ctx.config.training.gradient_accumulation
         self.train_loader.seek(micro_batch)
         self._pending_rng = checkpoint.get("trainer_rng")
+        if not hasattr(self.trainer.fit_loop.epoch_loop, "restarted_on_train_batch_end"):
+            count_saving_batch_as_completed(checkpoint)
         self.ctx.logger.info("nemo: resuming at step %d (data micro-batch %d)", checkpoint["global_step"], micro_batch)
 
     def on_train_start(self) -> None:
@@ -235,6 +237,16 @@ class CausalLMModule(pl.LightningModule):
             restore_rng_states(self._pending_rng, self.ctx.dist, self.ctx.config.training.seed, self.ctx.logger)
             self._pending_rng = None
             self.ctx.logger.info("nemo: resumed at step %d (RNG restored)", self.trainer.global_step)
+
+
+def count_saving_batch_as_completed(checkpoint: dict[str, Any]) -> None:
+    """Lightning < 2.5 (NeMo 3.0 pins <= 2.4) replays the batch whose `on_train_batch_end` saved the checkpoint:
+    its batch index repeats and gradient accumulation shifts by one micro-batch. Count that batch completed, as
+    Lightning 2.5+ does itself on restart."""
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress")
+    for part in ("total", "current") if progress else ():
+        counts = progress[part]
+        counts["completed"] = max(counts["completed"], counts["processed"])
 
 
 class TrainLoader:
