@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,24 @@ def tiny_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 class System:
-    def __init__(self, url: str, workdir: Path, runs: Path) -> None:
-        self.url, self.workdir, self.runs = url, workdir, runs
+    def __init__(self, url: str, workdir: Path, runs: Path, env: dict[str, str], logs: Path) -> None:
+        self.url, self.workdir, self.runs, self.env, self.logs = url, workdir, runs, env, logs
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, role: str) -> None:
+        celery = [str(BIN / "celery"), "-A", "broker.celery_app"]
+        argv = {
+            "worker": [*celery, "worker", "-l", "info", "-c", "2", "--without-gossip", "--without-mingle"],
+            "beat": [*celery, "beat", "-l", "warning", "-s", str(self.logs / "beat-schedule")],
+        }[role]
+        with open(self.logs / f"{role}.log", "ab") as log:
+            self.procs[role] = subprocess.Popen(argv, env=self.env, start_new_session=True, stdout=log,
+                                                stderr=subprocess.STDOUT)
+
+    def kill(self, role: str, signum: int = signal.SIGTERM) -> None:
+        proc = self.procs.pop(role)
+        os.killpg(proc.pid, signum)
+        proc.wait(30)
 
 
 def _services_env(redis_url: str, workdir: Path) -> dict[str, str]:
@@ -51,26 +68,19 @@ def _services_env(redis_url: str, workdir: Path) -> dict[str, str]:
 def system(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[System]:
     workdir, runs = tmp_path / "jobs", tmp_path / "runs"
     env = _services_env(redis_url, workdir)
-    celery = [str(BIN / "celery"), "-A", "broker.celery_app"]
-    procs = [
-        subprocess.Popen([*celery, "worker", "-l", "warning", "-c", "2", "--without-gossip", "--without-mingle"],
-                         env=env, start_new_session=True, stdout=open(tmp_path / "worker.log", "wb"),  # noqa: SIM115
-                         stderr=subprocess.STDOUT),
-        subprocess.Popen([*celery, "beat", "-l", "warning", "-s", str(tmp_path / "beat-schedule")],
-                         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-    ]
     app = create_app({"ENVIRON": env, "PROGRESS_CACHE_S": 0})
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}"
     monkeypatch.setenv("TRAINER_BASE_URL", url)
     monkeypatch.setenv("TRAINER_API_TOKEN", TOKEN)
-    yield System(url, workdir, runs)
+    system = System(url, workdir, runs, env, tmp_path)
+    system.start("worker")
+    system.start("beat")
+    yield system
     server.shutdown()
-    for proc in procs:
-        os.killpg(proc.pid, signal.SIGTERM)
-    for proc in procs:
-        proc.wait(30)
+    for role in list(system.procs):
+        system.kill(role)
 
 
 def run(*argv: str) -> tuple[int, str]:
@@ -113,3 +123,21 @@ def test_a_job_whose_trainer_fails_is_failed_with_the_exit_code(system: System, 
     assert code == 1 and "did not succeed: failed" in out
     code, status = run("status", name, "--json")
     assert "exited with code" in json.loads(status)["detail"]
+
+
+def test_a_crashed_worker_neither_orphans_nor_loses_a_running_job(system: System, tiny_inputs: tuple[Path, Path],
+                                                                  tmp_path: Path) -> None:
+    model, dataset = tiny_inputs
+    name = submit(tmp_path, framework="meta", run_id="e2e-restart", model_id=str(model), dataset_uri=str(dataset),
+                  checkpoint_base_uri=str(system.runs), num_nodes=1, gpus_per_node=0,
+                  extra_args={"max_steps": 400, "save_steps": 200, "batch_size": 4, "block_size": 32})
+    deadline = time.monotonic() + 300
+    while json.loads(run("status", name, "--json")[1])["status"] != "running":
+        assert time.monotonic() < deadline, "the job never started running"
+        time.sleep(0.5)
+
+    system.kill("worker", signal.SIGKILL)  # the worker and its pool die; the replica runs in its own session
+    system.start("worker")
+    code, out = run("wait", name, "--interval", "1", "--timeout", "400")
+    assert code == 0, out + run("logs", name)[1]
+    assert (system.runs / "e2e-restart" / "framework=meta" / "checkpoints" / "step-000400.json").is_file()
