@@ -274,7 +274,8 @@ class LocalBackend:
             return []
         out = []
         for directory in sorted(root.iterdir()):
-            stored = None if directory.name.startswith(".") else _read_json(directory / OBJECT_FILE)
+            hidden = directory.name.startswith(".") or not directory.is_dir()
+            stored = None if hidden else _read_json(directory / OBJECT_FILE)
             if stored and matches_selector(stored["metadata"].get("labels") or {}, label_selector):
                 out.append(self._with_status(directory, stored))
         return out
@@ -362,6 +363,9 @@ class LocalBackend:
     def _record_outcome(self, directory: Path, state: dict[str, Any], outcome: Outcome) -> None:
         if outcome.phase == FAILED:
             self._terminate(directory, state, only_running=True)
-        latest = _read_json(directory / STATE_FILE) or state
-        if not latest.get("outcome"):
-            _write_json(directory / STATE_FILE, {**latest, "outcome": outcome.to_dict()})
+        latest = _read_json(directory / STATE_FILE)
+        if latest and not latest.get("outcome"):
+            try:
+                _write_json(directory / STATE_FILE, {**latest, "outcome": outcome.to_dict()})
+            except FileNotFoundError:
+                pass  # deleted meanwhile: there is no object left to record it on
