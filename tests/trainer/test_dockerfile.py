@@ -1,0 +1,116 @@
+"""trainer/Dockerfile, checked statically (no Docker here): a CUDA PyTorch base with the pinned torch, the trainer's
+own requirements without swapping torch, NeMo behind `WITH_NEMO`, a non-root user, and a WORKDIR where the rendered
+`torchrun ... train.py` finds its script. The shell steps that touch the requirements file run here for real."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dockerfile
+import pytest
+
+from broker.render import ENTRYPOINT
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "trainer" / "Dockerfile"
+REQUIREMENTS = ROOT / "trainer" / "requirements.txt"
+IMAGE_REQUIREMENTS = "/tmp/trainer-requirements.txt"
+
+
+def commands() -> tuple[dockerfile.Command, ...]:
+    return dockerfile.parse_file(str(DOCKERFILE))
+
+
+def instructions(name: str) -> list[dockerfile.Command]:
+    return [c for c in commands() if c.cmd == name]
+
+
+def runs() -> list[str]:
+    return [" ".join(c.value) for c in instructions("RUN")]
+
+
+def arg_default(name: str) -> str:
+    for command in instructions("ARG"):
+        key, _, default = command.value[0].partition("=")
+        if key == name:
+            return default
+    raise AssertionError(f"no ARG {name}")
+
+
+def torch_pin() -> str:
+    (pin,) = re.findall(r"^torch==(\S+)", REQUIREMENTS.read_text(), flags=re.M)
+    return str(pin)
+
+
+def run_step(script: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """A RUN step against this repository's requirements file, with this venv's python standing in for the image's."""
+    shim = tmp_path / "bin"
+    shim.mkdir(exist_ok=True)
+    (shim / "python").symlink_to(sys.executable)
+    script = script.replace(IMAGE_REQUIREMENTS, str(REQUIREMENTS)).replace("/tmp/", f"{tmp_path}/")
+    bash = shutil.which("bash") or "/bin/bash"
+    return subprocess.run([bash, "-o", "pipefail", "-c", script], capture_output=True, text=True, timeout=60,
+                          env={"PATH": f"{shim}:/usr/bin:/bin"})
+
+
+def test_the_base_is_a_cuda_pytorch_image_of_the_pinned_torch() -> None:
+    (base,) = [c.value[0] for c in instructions("FROM")]
+    assert base == "${BASE_IMAGE}"
+    image = arg_default("BASE_IMAGE")
+    assert image.startswith("pytorch/pytorch:") and "-cuda" in image
+    assert image.split(":")[1].split("-")[0] == torch_pin()
+
+
+def test_the_requirements_it_copies_exist_and_lose_only_the_torch_line(tmp_path: Path) -> None:
+    copies = {c.value[0]: c.value[-1] for c in instructions("COPY")}
+    assert copies["trainer/requirements.txt"] == IMAGE_REQUIREMENTS and REQUIREMENTS.is_file()
+    (install,) = [r for r in runs() if "pip install" in r and IMAGE_REQUIREMENTS in r]
+    filtered_name = re.search(rf"{IMAGE_REQUIREMENTS} > (/tmp/\S+\.txt)", install)
+    assert filtered_name and f"-r {filtered_name.group(1)}" in install and "-c /tmp/constraints.txt" in install
+    (grep,) = [part.strip() for part in install.split("&&") if part.strip().startswith("grep")]
+    result = run_step(grep, tmp_path)
+    assert result.returncode == 0, result.stderr
+    kept = (tmp_path / Path(filtered_name.group(1)).name).read_text().splitlines()
+    expected = [ln for ln in REQUIREMENTS.read_text().splitlines() if not ln.startswith("torch==")]
+    assert kept == expected
+    assert {"transformers", "lightning", "boto3", "accelerate"} <= {ln.split("==")[0] for ln in kept}
+    assert "torch.version.cuda" in install  # the build fails if pip swapped the CUDA build
+
+
+@pytest.mark.parametrize("installed, ok", [("pinned", True), ("pinned+cu128", True), ("0.0.1", False)])
+def test_the_build_refuses_a_base_whose_torch_is_not_the_pinned_one(installed: str, ok: bool,
+                                                                    tmp_path: Path) -> None:
+    (check,) = [r for r in runs() if "torch.__version__" in r and "pinned" in r]
+    version = installed.replace("pinned", torch_pin())
+    script = check.replace("python -c 'import torch; print(torch.__version__)'", f"echo {version}")
+    assert (run_step(script, tmp_path).returncode == 0) is ok
+
+
+def test_nemo_is_an_optional_build_argument_with_the_lightning_it_needs() -> None:
+    assert arg_default("WITH_NEMO") == "0"
+    (nemo,) = [r for r in runs() if "nemo_toolkit" in r]
+    assert nemo.startswith('if [ "${WITH_NEMO}" = "1" ]; then')
+    assert '"nemo_toolkit[core,common-only]==3.0.0"' in nemo and '"lightning==2.4.0"' in nemo
+    assert "from nemo.utils.exp_manager import exp_manager" in nemo  # the import the nemo runner makes
+
+
+def test_it_runs_as_a_non_root_user() -> None:
+    users = [c.value[0] for c in instructions("USER")]
+    assert users and users[-1].split(":")[0] not in {"root", "0"}
+    assert "useradd" in " ".join(runs()) and "10001" in users[-1]
+
+
+def test_the_rendered_torchrun_command_finds_train_py_in_the_workdir() -> None:
+    workdirs = [c.value[0] for c in instructions("WORKDIR")]
+    (copy,) = [c for c in instructions("COPY") if c.value[0] == "trainer/"]
+    landing = Path(workdirs[workdirs.index("/app")]) / copy.value[1]  # COPY resolves against the WORKDIR then
+    assert Path(workdirs[-1]) == landing
+    assert (ROOT / "trainer" / ENTRYPOINT).is_file()  # the PyTorchJob runs `torchrun ... train.py`
+    env = dict(zip(*[iter(v for c in instructions("ENV") for v in c.value)] * 2, strict=True))
+    assert env["PYTHONPATH"] == str(landing.parent)  # `import trainer` from the script's folder
+    (cmd,) = instructions("CMD")
+    assert list(cmd.value) == ["python", ENTRYPOINT, "--help"]
