@@ -4,8 +4,10 @@ losses, and — where an interpreter with NeMo is at hand — the same run drive
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +92,23 @@ def test_resumes_after_kill_9_through_ckpt_path_with_the_same_losses(reference_r
     check_layout(LocalStorage(), str(prefix), [10, 20, 30, 40], total_steps=40)
     resumed = train_rows(read_jsonl(LocalStorage(), str(prefix / "logs" / "metrics.jsonl")))
     assert resumed == train_rows(reference_run["layout"]["metrics"])
+
+
+def test_sigterm_passes_through_lightnings_handler_and_marks_the_run_terminated(tiny_model: Path,
+                                                                                 sample_dataset: Path,
+                                                                                 tmp_path: Path) -> None:
+    """Lightning composes its own SIGTERM handler with train.py's: the run must still unwind, flush and exit 143."""
+    runs = tmp_path / "runs"
+    prefix = runs / "cancel" / "framework=nemo"
+    args = trainer_args("nemo", "cancel", str(runs), str(sample_dataset), str(tiny_model), max_steps=5000,
+                        **TRAINING)
+    proc = start(python_m_trainer(args), trainer_env(tmp_path / "work"), tmp_path / "out.log")
+    wait_for(lambda: (prefix / "checkpoints" / "step-000010.json").exists(), timeout=180, proc=proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 143
+    progress = json.loads((prefix / "logs" / "progress.json").read_text())
+    assert progress["state"] == "terminated" and progress["step"] >= 10
+    assert "terminated by SIGTERM" in (prefix / "logs" / "train-rank0.log").read_text()
 
 
 def test_trains_and_resumes_on_s3(s3_server: S3Server, s3_bucket: str, tiny_model: Path, sample_dataset: Path,
