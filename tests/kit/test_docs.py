@@ -114,3 +114,18 @@ def test_performance_describes_every_benchmark() -> None:
     named = set(re.findall(r"bench/[\w/.-]+\.py", text)) - {"bench/<name>.py"}
     assert benches <= named, f"describe {sorted(benches - named)} in docs/PERFORMANCE.md"
     assert named <= benches, f"docs/PERFORMANCE.md names missing files {sorted(named - benches)}"
+
+
+def test_the_demo_credentials_the_docs_give_are_the_deployed_ones() -> None:
+    services = support.compose()["services"]
+    compose_token = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", services["api"]["environment"]["TRAINER_API_TOKEN"])
+    compose_flower = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", services["flower"]["environment"]["FLOWER_BASIC_AUTH"])
+    secret = {}
+    for _, container in support.service_containers():
+        secret.update(support.container_env(container))
+    assert (compose_token, compose_flower) == (secret["TRAINER_API_TOKEN"], secret["FLOWER_BASIC_AUTH"])
+    deployment, usage = _read("DEPLOYMENT.md"), _read("USAGE.md")
+    assert f"`{compose_token}`" in deployment and f"`{compose_flower}`" in deployment
+    assert f'TRAINER_API_TOKEN="{compose_token}"' in usage
+    collection = {v["key"]: v["value"] for v in json.loads(COLLECTION.read_text())["variable"]}
+    assert collection["trainer_api_token"] == compose_token
