@@ -147,6 +147,7 @@ def test_nemo_exp_manager_drives_checkpoints_and_resume_when_nemo_is_installed(t
     prefix = runs / "nemo" / "framework=nemo"
     layout = check_layout(LocalStorage(), str(prefix), [10, 20], total_steps=20)
     assert layout["run"]["versions"]["nemo_toolkit"] == "3.0.0"
+    assert (prefix / "logs" / "nemo" / "cmd-args.log").is_file()  # exp_manager's own logs, beside ours
     (prefix / "checkpoints" / "step-000020.json").unlink()  # as if killed before step 20's manifest
     (prefix / "checkpoints" / "latest.json").unlink()
     args = trainer_args("nemo", "nemo", str(runs), str(sample_dataset), str(tiny_model), max_steps=20, resume=True,

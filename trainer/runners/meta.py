@@ -75,12 +75,13 @@ def build(ctx: RunContext) -> Loop:
     device = pick_device(ctx)
     autocast = autocast_dtype(t.precision, device.type == "cuda")
     tokenizer = AutoTokenizer.from_pretrained(ctx.model_path)
-    torch.manual_seed(t.seed)  # a fixed RNG start per rank-independent seed (dropout)
+    torch.manual_seed(t.seed + ctx.dist.rank)  # dropout: reproducible, and different masks on each rank
     loaded: torch.nn.Module = AutoModelForCausalLM.from_pretrained(ctx.model_path, dtype=torch.float32)
     blocks = load_blocks(ctx, tokenizer, max_positions(getattr(loaded, "config", None)))
     sampler = BlockSampler(len(blocks.train), t.batch_size, ctx.dist, t.seed)
     total = total_steps(t.max_steps, t.num_epochs, sampler.batches_per_epoch, t.gradient_accumulation)
-    model = shard(loaded.to(device), ctx, device)
+    # Shard before moving: with a CUDA mesh FSDP2 moves one block at a time, never the whole model onto one GPU.
+    model = shard(loaded, ctx, device).to(device)
     model.train()  # transformers 5 loads in eval mode
     optimizer = torch.optim.AdamW(decay_groups(model, t.weight_decay), lr=t.lr, foreach=False)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(t.warmup_steps, total))

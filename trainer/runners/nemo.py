@@ -69,8 +69,26 @@ def run(ctx: RunContext) -> None:
     ckpt_path = str(ctx.resume.path) if ctx.resume else None
     if ctx.resume:
         ctx.logger.info("nemo: resuming Lightning fit from %s (step %d)", ckpt_path, ctx.resume.step)
-    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=EvalLoader(blocks, ctx, t.batch_size),
-                ckpt_path=ckpt_path)
+    try:
+        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=EvalLoader(blocks, ctx, t.batch_size),
+                    ckpt_path=ckpt_path)
+    finally:
+        if exp_dir is not None:
+            upload_exp_logs(ctx, exp_dir)
+
+
+def upload_exp_logs(ctx: RunContext, exp_dir: Path) -> None:
+    """exp_manager's own logs (NeMo log per rank, command line) to `logs/nemo/` (each rank its own files)."""
+    from trainer.config import join_uri
+    from trainer.storage import storage_for
+
+    storage = storage_for(ctx.config.logs_uri)
+    for path in sorted(exp_dir.glob("*")):
+        if path.is_file() and path.suffix in (".txt", ".log") and (ctx.dist.is_main or "globalrank" in path.name):
+            try:
+                storage.put_file(path, join_uri(ctx.config.logs_uri, "nemo", path.name))
+            except Exception:  # logs are a courtesy; never fail a run on them
+                ctx.logger.warning("nemo: could not upload %s", path, exc_info=True)
 
 
 def checkpoint_dir(ctx: RunContext) -> Path:
