@@ -220,9 +220,11 @@ def save_checkpoint(ctx: RunContext, loop: Loop) -> None:
     """Gather a full state dict on every rank (a collective), write it on rank 0, hand it to the uploader."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
-    # cpu_offload=False: FACTS — offloading full state dicts crashed ranks on gloo.
+    # Offload to CPU (rank 0 alone then holds the full dict) only on GPU, where a full copy would not fit beside the
+    # model; on gloo/CPU offloading full state dicts crashed ranks at exit, and every rank gathers the dict instead.
+    offload = loop.device.type == "cuda"
     model_sd, optim_sd = get_state_dict(loop.model, loop.optimizer,
-                                        options=StateDictOptions(full_state_dict=True, cpu_offload=False))
+                                        options=StateDictOptions(full_state_dict=True, cpu_offload=offload))
     rng = gather_rng_states(ctx.dist)
     if not ctx.dist.is_main:
         return
