@@ -31,6 +31,15 @@ class Display:
         self.name, self.out = name, out
         self.last_step: int | None = None
         self.seen: dict[str, Any] | None = None
+        self.status: str | None = None
+
+    def observe(self, job: dict[str, Any]) -> bool:
+        """Show the job's state when it changed; True when it did."""
+        if job["status"] == self.status:
+            return False
+        self.status = job["status"]
+        self.state(job)
+        return True
 
     def update(self, progress: dict[str, Any]) -> None:
         if is_newer(progress, self.seen):
@@ -56,18 +65,20 @@ class Display:
 
 
 class BarDisplay(Display):
-    """A tqdm bar fed by `/progress`; state changes are printed above it."""
+    """A tqdm bar fed by `/progress`; state changes are printed above it. `position` stacks several bars."""
 
-    def __init__(self, name: str, out: TextIO) -> None:
+    def __init__(self, name: str, out: TextIO, position: int | None = None) -> None:
         super().__init__(name, out)
         self.bar: tqdm[Any] | None = None
+        self.position = position
 
     def progress(self, progress: dict[str, Any]) -> None:
         step, total = progress.get("step"), progress.get("total_steps")
         if not isinstance(step, int):
             return
         if self.bar is None:
-            self.bar = tqdm(total=total, desc=self.name, unit="step", file=self.out, dynamic_ncols=True)
+            self.bar = tqdm(total=total, desc=self.name, unit="step", file=self.out, dynamic_ncols=True,
+                            position=self.position)
         self.bar.n = step
         if progress.get("loss") is not None:
             self.bar.set_postfix(loss=f"{progress['loss']:.4f}", refresh=False)
@@ -99,21 +110,24 @@ def fetch_progress(client: Client, name: str) -> dict[str, Any] | None:
     return body.get("progress", body) if isinstance(body, dict) else None
 
 
+def poll(client: Client, name: str, display: Display) -> dict[str, Any]:
+    """One look at the job: its state, and its progress while it runs. Returns the job."""
+    job: dict[str, Any] = client.get(f"/train/{name}")
+    display.observe(job)
+    if job["status"] in (JobStatus.RUNNING, *TERMINAL):
+        progress = fetch_progress(client, name)
+        if progress:
+            display.update(progress)
+    return job
+
+
 def wait_for_job(client: Client, name: str, interval_s: float, timeout_s: float | None, out: TextIO) -> int:
     """Poll until the job is terminal; 0 when it succeeded, 1 when it failed, was cancelled or timed out."""
     display: Display = BarDisplay(name, out) if out.isatty() else Display(name, out)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    last_status = None
     try:
         while True:
-            job = client.get(f"/train/{name}")
-            if job["status"] != last_status:
-                display.state(job)
-                last_status = job["status"]
-            if job["status"] in (JobStatus.RUNNING, *TERMINAL):
-                progress = fetch_progress(client, name)
-                if progress:
-                    display.update(progress)
+            job = poll(client, name, display)
             if job["status"] in TERMINAL:
                 break
             if deadline is not None and time.monotonic() > deadline:

@@ -32,7 +32,7 @@ import requests
 from demo_storage import LocalRuns, RunStorage, S3Runs, layout
 
 from api.cli import Client, CliError, CliSettings
-from api.cli_wait import is_newer
+from api.cli_wait import BarDisplay, Display, poll
 from broker.backends.local import LocalBackend
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,6 +61,16 @@ FRAMEWORKS = {"hf": 1, "nemo": 1, "meta": 2}
 TRAIN_ARGS = {"max_steps": 30, "save_steps": 10, "logging_steps": 5, "lr": 1e-3, "batch_size": 8, "block_size": 64}
 #: The run that is cancelled and retried: long enough to be caught between two checkpoints.
 LONG_ARGS = {**TRAIN_ARGS, "max_steps": 300, "save_steps": 30, "logging_steps": 10}
+
+
+TERMINAL_STATES = ("succeeded", "failed", "cancelled")
+
+
+class TimedDisplay(Display):
+    """The CLI's plain-line display, with the demo's elapsed-time prefix."""
+
+    def write(self, line: str) -> None:
+        say(line)
 
 
 class DemoFailed(Exception):
@@ -247,38 +257,32 @@ class Demo:
         return self.trainctl("submit", str(request)).split()[0]
 
     def watch(self, names: list[str], timeout_s: float = PHASE_TIMEOUT_S) -> dict[str, dict[str, Any]]:
-        """Poll until every job is terminal, printing each state change and each new training step."""
-        seen: dict[str, tuple[str, Any]] = {}
+        """Poll until every job is terminal, showing each state change and each new training step."""
+        displays = self.displays(names)
         final: dict[str, dict[str, Any]] = {}
         deadline = time.monotonic() + timeout_s
-        while len(final) < len(names):
-            self.services.check_alive()
-            if time.monotonic() > deadline:
-                raise DemoFailed(f"jobs still running after {timeout_s:g}s: {sorted(set(names) - set(final))}")
-            for name in names:
-                if name not in final:
-                    job = self._observe(name, seen)
-                    if job["status"] in ("succeeded", "failed", "cancelled"):
-                        final[name] = job
-            time.sleep(1)
+        try:
+            while len(final) < len(names):
+                self.services.check_alive()
+                if time.monotonic() > deadline:
+                    raise DemoFailed(f"jobs still running after {timeout_s:g}s: {sorted(set(names) - set(final))}")
+                for name in names:
+                    if name not in final:
+                        job = poll(self.client, name, displays[name])
+                        if job["status"] in TERMINAL_STATES:
+                            final[name] = job
+                time.sleep(1)
+        finally:
+            for display in displays.values():
+                display.close()
         return final
 
-    def _observe(self, name: str, seen: dict[str, tuple[str, Any]]) -> dict[str, Any]:
-        job = self.client.get(f"/train/{name}")
-        status, last = seen.get(name, ("", None))
-        if job["status"] != status:
-            detail = f" — {job['detail']}" if job.get("detail") else ""
-            say(f"{name}: {job['status']}{detail}")
-        if job["status"] in ("running", "succeeded", "failed"):
-            progress = self.progress(name)
-            if progress and is_newer(progress, last):
-                if progress.get("step") != (last or {}).get("step"):
-                    loss = progress.get("loss")
-                    loss_text = f"  loss {loss:.4f}" if isinstance(loss, int | float) else ""
-                    say(f"{name}: step {progress.get('step')}/{progress.get('total_steps')}{loss_text}")
-                last = progress
-        seen[name] = (job["status"], last)
-        return job  # type: ignore[no-any-return]
+    @staticmethod
+    def displays(names: list[str]) -> dict[str, Display]:
+        """Stacked progress bars in a terminal, timestamped lines otherwise."""
+        if sys.stdout.isatty():
+            return {name: BarDisplay(name, sys.stdout, position=i) for i, name in enumerate(names)}
+        return {name: TimedDisplay(name, sys.stdout) for name in names}
 
     def progress(self, name: str) -> dict[str, Any] | None:
         try:
@@ -331,15 +335,18 @@ class Demo:
 
         def manifests() -> list[str]:
             return [p for p, _ in self.storage.files(checkpoints) if p.startswith("step-") and p.endswith(".json")]
-        seen: dict[str, tuple[str, Any]] = {}
+        display = self.displays([name])[name]
 
         def has_checkpoint() -> bool:
-            job = self._observe(name, seen)
-            if job["status"] in ("succeeded", "failed", "cancelled"):
+            job = poll(self.client, name, display)
+            if job["status"] in TERMINAL_STATES:
                 raise DemoFailed(f"{name} ended ({job['status']}) before it could be cancelled")
             return bool(manifests())
 
-        wait_until(f"a checkpoint of {name}", has_checkpoint, PHASE_TIMEOUT_S, self.services)
+        try:
+            wait_until(f"a checkpoint of {name}", has_checkpoint, PHASE_TIMEOUT_S, self.services)
+        finally:
+            display.close()
         say(f"{name} has a complete checkpoint: {manifests()}")
         self.trainctl("cancel", name)
         cancelled = self.watch([name])[name]
