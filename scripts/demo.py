@@ -60,7 +60,7 @@ SEED_SAMPLE: dict[str, Any] = {
 FRAMEWORKS = {"hf": 1, "nemo": 1, "meta": 2}
 TRAIN_ARGS = {"max_steps": 30, "save_steps": 10, "logging_steps": 5, "lr": 1e-3, "batch_size": 8, "block_size": 64}
 #: The run that is cancelled and retried: long enough to be caught between two checkpoints.
-LONG_ARGS = {**TRAIN_ARGS, "max_steps": 300, "save_steps": 30, "logging_steps": 10}
+LONG_ARGS = {**TRAIN_ARGS, "max_steps": 500, "save_steps": 30, "logging_steps": 10}
 
 
 TERMINAL_STATES = ("succeeded", "failed", "cancelled")
