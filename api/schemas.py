@@ -139,10 +139,16 @@ class TrainingJobRequestSchema(Schema):
         super().__init__(**kwargs)
         self.default_namespace = default_namespace
         # Configured limits become validators of this instance, so /openapi.json shows them too.
-        self.fields["num_nodes"].validators.append(validate.Range(max=max_nodes))
-        self.fields["gpus_per_node"].validators.append(validate.Range(max=max_gpus_per_node))
+        # marshmallow copies declared fields shallowly: build new validator lists, never append to the shared ones
+        # (appending leaked one app's limits into every schema built after it in the same process).
+        self._add_validator("num_nodes", validate.Range(max=max_nodes))
+        self._add_validator("gpus_per_node", validate.Range(max=max_gpus_per_node))
         if allowed_namespaces:
-            self.fields["namespace"].validators.append(validate.OneOf(allowed_namespaces))
+            self._add_validator("namespace", validate.OneOf(allowed_namespaces))
+
+    def _add_validator(self, name: str, validator: validate.Validator) -> None:
+        field = self.fields[name]
+        field.validators = [*field.validators, validator]
 
     @post_load
     def to_spec(self, data: dict[str, Any], **kwargs: Any) -> JobSpec:
