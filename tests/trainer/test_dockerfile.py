@@ -51,7 +51,9 @@ def run_step(script: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     shim = tmp_path / "bin"
     shim.mkdir(exist_ok=True)
     (shim / "python").symlink_to(sys.executable)
-    script = script.replace(IMAGE_REQUIREMENTS, str(REQUIREMENTS)).replace("/tmp/", f"{tmp_path}/")
+    # The checkout itself may live under /tmp (CI clones anywhere): map /tmp/ before inserting its path.
+    script = script.replace(IMAGE_REQUIREMENTS, "@REQUIREMENTS@").replace("/tmp/", f"{tmp_path}/")
+    script = script.replace("@REQUIREMENTS@", str(REQUIREMENTS))
     bash = shutil.which("bash") or "/bin/bash"
     return subprocess.run([bash, "-o", "pipefail", "-c", script], capture_output=True, text=True, timeout=60,
                           env={"PATH": f"{shim}:/usr/bin:/bin"})
