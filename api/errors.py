@@ -10,10 +10,10 @@ import logging
 from typing import Any
 
 import redis
-from flask import Flask, current_app, jsonify
+from flask import Flask, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from broker.store import IllegalTransition, JobConflict, JobNotFound
 
@@ -52,6 +52,24 @@ def _http(exc: HTTPException) -> ResponseReturnValue:
     return ApiError(exc.code or 500, code, exc.description or exc.name or "error").response()
 
 
+#: How much of an oversized body is read and discarded so that the client, still sending, can read its 413: a server
+#: that closes a socket with unread bytes makes the kernel answer with a reset, and the client loses the response.
+DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
+_DRAIN_CHUNK = 64 * 1024
+
+
+def _too_large(exc: RequestEntityTooLarge) -> ResponseReturnValue:
+    stream = request.environ.get("wsgi.input")
+    remaining = min(request.content_length or DRAIN_LIMIT_BYTES, DRAIN_LIMIT_BYTES)
+    while stream is not None and remaining > 0:
+        chunk = stream.read(min(_DRAIN_CHUNK, remaining))
+        if not chunk:
+            break
+        remaining -= len(chunk)
+    message = exc.description or "body too large"
+    return ApiError(413, "request_entity_too_large", message, headers={"Connection": "close"}).response()
+
+
 def _redis_down(exc: redis.RedisError) -> ResponseReturnValue:
     log.warning("Redis unreachable: %s", exc)
     retry_after = str(current_app.config["SETTINGS"].retry_after_s)
@@ -80,6 +98,7 @@ def _bug(exc: Exception) -> ResponseReturnValue:
 def register(app: Flask) -> None:
     app.register_error_handler(ApiError, lambda exc: exc.response())
     app.register_error_handler(ValidationError, lambda exc: invalid(_messages(exc)).response())
+    app.register_error_handler(RequestEntityTooLarge, _too_large)
     app.register_error_handler(HTTPException, _http)
     app.register_error_handler(redis.ConnectionError, _redis_down)
     app.register_error_handler(redis.TimeoutError, _redis_down)

@@ -1,6 +1,6 @@
 """Render one attempt of a job as a `kubeflow.org/v1` PyTorchJob: a pure function of the record and the settings.
 
-Rules (see `shared/DESIGN.md` "The PyTorchJob" and the webhook rules in `shared/crds/README.md`):
+Rules (the operator's webhook rules and defaults are in `k8s/crds/README.md`):
 
 - Name: `record.object_name()` — the job name for attempt 1, `<name>-r<attempt>` after; a DNS-1035 label, so every
   attempt has its own object and a redelivered submit of the same attempt hits `409 AlreadyExists` on its own object.

@@ -41,7 +41,7 @@ BIN = Path(sys.executable).parent
 T0 = time.monotonic()
 PHASE_TIMEOUT_S = 900
 
-#: The seed document's sample request (`shared/seed/`): the demo only adapts what this machine cannot do.
+#: The product's sample request (8B model, 2 nodes x 8 GPUs): the demo only adapts what this machine cannot do.
 SEED_SAMPLE: dict[str, Any] = {
     "framework": "nemo",
     "model_id": "nemotron-8b-fx",

@@ -76,7 +76,7 @@ class KubernetesBackend:
                 GROUP, VERSION, meta["namespace"], PLURAL, job, _request_timeout=self.timeout
             )
         if created is None:
-            # The client decodes a create's body only on 201; a server answering 200 yields None (FACTS.md).
+            # The official client decodes a create's body only on 201; a server answering 200 yields None.
             stored = self.get(meta["namespace"], meta["name"])
             if stored is None:
                 raise errors.ServerError(f"created PyTorchJob {meta['name']} but could not read it back")

@@ -19,7 +19,7 @@ from broker.store import JobStore
 TOKEN = "token-a"
 AUTH = {"X-TRAINER-TOKEN": TOKEN}
 
-#: The request from the seed document (`shared/seed/`), exactly as written there.
+#: The product's sample request (8B model, 2 nodes x 8 GPUs), as a platform team sends it.
 SEED_SAMPLE: dict[str, Any] = {
     "framework": "nemo",
     "model_id": "nemotron-8b-fx",

@@ -70,6 +70,15 @@ def test_the_seed_sample_posted_over_http_is_queued_stored_and_read_back(server:
     assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "request_entity_too_large"
 
 
+def test_an_upload_far_beyond_the_limit_still_reads_its_413(server: str) -> None:
+    headers = {"X-TRAINER-TOKEN": "http-token", "Content-Type": "application/json"}
+    huge = requests.post(f"{server}/train", data=b"x" * 11_000_000, headers=headers, timeout=30)
+    assert huge.status_code == 413 and huge.json()["error"]["code"] == "request_entity_too_large"
+    chunked = requests.post(f"{server}/train", data=iter([b"x" * 1_000_000] * 11), headers=headers, timeout=30)
+    assert chunked.status_code == 413 and chunked.json()["error"]["code"] == "request_entity_too_large"
+    assert requests.get(f"{server}/healthz", timeout=10).ok
+
+
 def test_gunicorn_refuses_to_start_without_a_token(redis_url: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINER_")}
     env |= {"REDIS_URL": redis_url, "TRAINER_CLUSTER_BACKEND": "local"}

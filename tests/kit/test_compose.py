@@ -1,5 +1,5 @@
-"""docker-compose.yml has the services DESIGN asks for, runs the same commands as the manifests, and its one-shot
-bucket creation and S3 health check work against a real S3 endpoint (moto server)."""
+"""docker-compose.yml has the services docs/DEPLOYMENT.md describes, runs the same commands as the manifests, and
+its one-shot bucket creation and S3 health check work against a real S3 endpoint (moto server)."""
 
 from __future__ import annotations
 

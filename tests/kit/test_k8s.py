@@ -1,4 +1,5 @@
-"""The kustomize base renders, every object validates against the Kubernetes schemas, and it is what DESIGN asks."""
+"""The kustomize base renders, every object validates against the Kubernetes schemas, and it holds what
+docs/DEPLOYMENT.md describes."""
 
 from __future__ import annotations
 

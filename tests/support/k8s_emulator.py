@@ -80,7 +80,7 @@ class K8sEmulator:
         self.expire_continues = 0
         #: Bumped by `reset`: a request still in flight from before (a slow one) is dropped, not applied.
         self.generation = 0
-        #: The status of a successful create: 201 like a real server; 200 reproduces kmock's gap (FACTS.md).
+        #: The status of a successful create: 201 like a real server; 200 reproduces a server that answers 200.
         self.create_code = 201
         self.server: ThreadingHTTPServer | None = None
 

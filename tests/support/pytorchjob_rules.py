@@ -2,9 +2,9 @@
 Training Operator's validating webhook and the API server's metadata rules.
 
 The schema is the real CRD's `spec.versions[name=v1].schema.openAPIV3Schema`, loaded (never copied) from
-`$TRAINER_CRD_PATH` or `<repo>/../shared/crds/kubeflow.org_pytorchjobs.yaml` (CI keeps `shared/` beside the clone).
+`$TRAINER_CRD_PATH` or the copy vendored at `k8s/crds/kubeflow.org_pytorchjobs.yaml` (provenance in its README).
 A real API server silently prunes fields the schema does not know; here they are errors, so a misspelt field fails
-a test instead of vanishing on the cluster. Webhook rules: `shared/crds/README.md`.
+a test instead of vanishing on the cluster. Webhook rules: `k8s/crds/README.md`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ MANAGED_BY = {"kubeflow.org/training-operator", "kueue.x-k8s.io/multikueue"}
 
 def crd_path() -> Path:
     explicit = os.environ.get("TRAINER_CRD_PATH")
-    path = Path(explicit) if explicit else REPO_ROOT.parent / "shared" / "crds" / CRD_FILE
+    path = Path(explicit) if explicit else REPO_ROOT / "k8s" / "crds" / CRD_FILE
     if not path.is_file():
         raise FileNotFoundError(f"PyTorchJob CRD not found at {path}; set TRAINER_CRD_PATH")
     return path
