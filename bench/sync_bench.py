@@ -1,49 +1,39 @@
 """Status sync: one LIST per namespace (what beat does) against one GET per job (what kubeflow's SDK wait loop does).
 
-Both sides run in the same process, against the same HTTP API emulator and the same Redis, on the same jobs, so the
-ratio is what the design choice is worth here. For each job count it builds that many submitted jobs, marks every
-object Running in the emulator, then times:
+Both sides run in the same process, against the same HTTP API emulator and the same Redis, on the same number of
+jobs, so the ratio is what the design choice is worth here. For each size (jobs × namespaces) it builds that many
+submitted jobs (quota reservations held), marks every object Running in the emulator, then measures:
 
-- `sync`:   one `broker.sync.sync_jobs` cycle (LIST per namespace, changes written in one pipeline);
+- `sync`: one `broker.sync.sync_jobs` cycle: wall seconds, broker CPU seconds (the calling thread's CPU time: the
+  emulator serves from other threads, Redis is its own process), Kubernetes API calls and Redis round trips;
 - `per-job`: one GET per job through the same Kubernetes adapter, mapped with the same `map_status`, each change
-  written with its own `transition` call.
+  written with its own `transition` call (only at the sizes where it finishes in reasonable time).
 
-Run from the repository root: `.venv/bin/python -m bench.sync_bench [--jobs 10 100 500]`.
-Prints API calls and seconds per cycle, and the per-job / sync ratio.
+Targets: Kubernetes calls = Σ namespaces × pages; Redis round trips a constant per namespace; 10k jobs in under one
+second of broker time.
+
+Run from the repository root: `.venv/bin/python -m bench.sync_bench [--jobs 1000 10000] [--namespaces 1 10]`, or
+through `make bench`.
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
+import math
 import time
-from pathlib import Path
 
-from broker.backends.kubernetes import KubernetesBackend
-from broker.context import BrokerContext
+from bench._support import Cluster, CountingConnection, cluster, populate_running
+from bench.core import Figure, table
 from broker.jobs import JobStatus
-from broker.render import render_pytorchjob
-from broker.settings import BrokerSettings
 from broker.sync import map_status, sync_jobs
-from tests.support.jobs import make_record
-from tests.support.k8s_emulator import K8sEmulator
-from tests.support.redis_server import RedisServer
+
+#: Redis round trips one sync cycle may spend per namespace (and a few per cycle), whatever its job count.
+ROUND_TRIPS_PER_NAMESPACE = 8
+ROUND_TRIPS_PER_CYCLE = 16
 
 
-def _populate(ctx: BrokerContext, emulator: K8sEmulator, count: int, tag: str) -> list[str]:
-    names = []
-    for i in range(count):
-        record = make_record(f"{tag}-{i}")
-        ctx.store.create(record)
-        ctx.store.transition(record.name, JobStatus.ADMITTED, reason="bench")
-        ctx.backend.create(render_pytorchjob(record, ctx.settings))
-        ctx.store.transition(record.name, JobStatus.SUBMITTED, reason="bench", cluster_object=record.object_name())
-        emulator.set_condition(record.namespace, record.object_name(), "Running")
-        names.append(record.name)
-    return names
-
-
-def _per_job_cycle(ctx: BrokerContext, names: list[str]) -> None:
+def _per_job_cycle(c: Cluster, names: list[str]) -> None:
+    ctx = c.ctx
     for name in names:
         record = ctx.store.require(name)
         obj = ctx.backend.get(record.namespace, record.object_name())
@@ -52,49 +42,72 @@ def _per_job_cycle(ctx: BrokerContext, names: list[str]) -> None:
             ctx.store.transition(name, mapped[0], reason=mapped[1])
 
 
-def _measure(ctx: BrokerContext, emulator: K8sEmulator, count: int) -> tuple[int, float, int, float]:
-    ctx.store.redis.flushdb()
-    emulator.reset()
-    _populate(ctx, emulator, count, "sync")
-    before = emulator.calls("list") + emulator.calls("get")
-    start = time.perf_counter()
-    sync_jobs(ctx)
-    sync_s = time.perf_counter() - start
-    sync_calls = emulator.calls("list") + emulator.calls("get") - before
-    assert len(ctx.store.names_in(JobStatus.RUNNING)) == count, "sync did not move every job to running"
+def _reset(c: Cluster) -> None:
+    c.ctx.redis.flushdb()
+    c.emulator.reset()
 
-    ctx.store.redis.flushdb()
-    emulator.reset()
-    names = _populate(ctx, emulator, count, "get")
-    before = emulator.calls("list") + emulator.calls("get")
+
+def measure_sync(c: Cluster, jobs: int, namespaces: int) -> dict[str, float]:
+    _reset(c)
+    populate_running(c, jobs, namespaces, "sync")
+    k8s_before = c.emulator.calls("list") + c.emulator.calls("get")
+    redis_before = CountingConnection.sent
+    cpu0, wall0 = time.thread_time(), time.perf_counter()
+    report = sync_jobs(c.ctx)
+    wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
+    assert not report.skipped
+    moved = len(c.ctx.store.names_in(JobStatus.RUNNING))
+    assert moved == jobs, f"sync moved {moved} of {jobs} jobs to running"
+    return {"wall": wall, "cpu": cpu, "k8s": c.emulator.calls("list") + c.emulator.calls("get") - k8s_before,
+            "redis": CountingConnection.sent - redis_before}
+
+
+def measure_per_job(c: Cluster, jobs: int, namespaces: int) -> float:
+    _reset(c)
+    names = populate_running(c, jobs, namespaces, "get")
     start = time.perf_counter()
-    _per_job_cycle(ctx, names)
-    per_job_s = time.perf_counter() - start
-    per_job_calls = emulator.calls("list") + emulator.calls("get") - before
-    assert len(ctx.store.names_in(JobStatus.RUNNING)) == count, "per-job loop did not move every job to running"
-    return sync_calls, sync_s, per_job_calls, per_job_s
+    _per_job_cycle(c, names)
+    wall = time.perf_counter() - start
+    assert len(c.ctx.store.names_in(JobStatus.RUNNING)) == jobs, "per-job loop did not move every job to running"
+    return wall
+
+
+def figures(sizes: list[tuple[int, int]], per_job_up_to: int) -> list[Figure]:
+    out: list[Figure] = []
+    with cluster() as c:
+        page = c.ctx.settings.kube_list_page_size
+        for jobs, namespaces in sizes:
+            label = f"sync {jobs:,} jobs / {namespaces} ns"
+            got = measure_sync(c, jobs, namespaces)
+            per_ns = math.ceil(jobs / namespaces)
+            pages = namespaces * max(1, math.ceil(per_ns / page))
+            baseline = measure_per_job(c, jobs, namespaces) if jobs <= per_job_up_to else None
+            out.append(Figure(f"{label}: wall", got["wall"], "s", baseline, None,
+                              "<= 1" if baseline else "", note="baseline: one GET per job"))
+            cpu_target = "<= 1" if jobs <= 10_000 else ""
+            out.append(Figure(f"{label}: broker CPU", got["cpu"], "s", target=cpu_target, target_on="value"))
+            out.append(Figure(f"{label}: Kubernetes calls", got["k8s"], "", float(jobs), None,
+                              f"<= {pages}", "value", note=f"baseline: {jobs} GETs; target namespaces × pages"))
+            budget = ROUND_TRIPS_PER_CYCLE + ROUND_TRIPS_PER_NAMESPACE * namespaces
+            out.append(Figure(f"{label}: Redis round trips", got["redis"], "", target=f"<= {budget}",
+                              target_on="value", note="constant per namespace"))
+    return out
+
+
+def run(quick: bool) -> list[Figure]:
+    if quick:
+        return figures([(1000, 1), (1000, 10), (10_000, 1)], per_job_up_to=1000)
+    sizes = [(n, ns) for n in (1000, 10_000, 50_000) for ns in (1, 10)]
+    return figures(sizes, per_job_up_to=10_000)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, nargs="+", default=[10, 100, 500])
+    parser.add_argument("--jobs", type=int, nargs="+", default=[1000, 10_000])
+    parser.add_argument("--namespaces", type=int, nargs="+", default=[1, 10])
+    parser.add_argument("--per-job-up-to", type=int, default=1000)
     args = parser.parse_args()
-    redis_server, emulator = RedisServer().start(), K8sEmulator().start()
-    try:
-        kubeconfig = emulator.write_kubeconfig(Path(tempfile.mkdtemp()) / "kubeconfig")
-        settings = BrokerSettings(redis_url=redis_server.url(0), cluster_backend="kubernetes",
-                                  kubeconfig=str(kubeconfig), quotas=BrokerSettings().quotas)
-        backend = KubernetesBackend(kubeconfig=str(kubeconfig))
-        ctx = BrokerContext.build(settings, backend, enqueue=lambda task, name: None)
-        print(f"{'jobs':>6} {'sync calls':>10} {'sync s':>8} {'per-job calls':>13} {'per-job s':>9} "
-              f"{'ratio (time)':>12}")
-        for count in args.jobs:
-            sync_calls, sync_s, per_job_calls, per_job_s = _measure(ctx, emulator, count)
-            print(f"{count:>6} {sync_calls:>10} {sync_s:>8.3f} {per_job_calls:>13} {per_job_s:>9.3f} "
-                  f"{per_job_s / sync_s:>11.1f}x")
-    finally:
-        emulator.stop()
-        redis_server.stop()
+    print(table(figures([(n, ns) for n in args.jobs for ns in args.namespaces], args.per_job_up_to)))
 
 
 if __name__ == "__main__":

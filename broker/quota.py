@@ -7,6 +7,8 @@ overbook. Keys under the store's prefix `p`:
   redelivered submit finds it held) and is released when the attempt ends, is cancelled or fails to submit.
 - `p quota:line:<ns>` sorted set of waiting jobs by the time they first queued for admission (ms), and
   `p quota:need:<ns>` hash job → GPUs it needs.
+- `p quota:namespaces` set of the namespaces that ever asked for admission, so the sync's reconciliation finds the
+  ledgers without scanning the keyspace (whose size grows with the jobs stored).
 
 FIFO: a job is admitted only when no job that queued earlier in the same namespace is still waiting, so a later
 (smaller) job never jumps ahead of an earlier one. A job that needs more GPUs than the namespace's limit can never
@@ -24,9 +26,10 @@ import redis
 from broker.settings import Quota
 
 _ADMIT = """
--- KEYS: held, line, need
--- ARGV: member, job, gpus, gpu_limit, job_limit, cluster_free (-1 = none), now_ms
+-- KEYS: held, line, need, namespaces
+-- ARGV: member, job, gpus, gpu_limit, job_limit, cluster_free (-1 = none), now_ms, namespace
 local held, line, need = KEYS[1], KEYS[2], KEYS[3]
+redis.call('SADD', KEYS[4], ARGV[8])
 local member, job, gpus = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local gpu_limit, job_limit, cluster_free = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local used, jobs = 0, 0
@@ -72,6 +75,7 @@ class QuotaLedger:
         self.redis = redis_client
         self.prefix = prefix
         self._admit = redis_client.register_script(_ADMIT)
+        self._registry = f"{prefix}quota:namespaces"
 
     def _keys(self, namespace: str) -> list[str]:
         return [f"{self.prefix}quota:{kind}:{namespace}" for kind in ("held", "line", "need")]
@@ -81,8 +85,9 @@ class QuotaLedger:
     ) -> Admission:
         """Reserve `gpus` and one job slot for this attempt, or put the job in line. Idempotent per attempt."""
         args: list[str | int] = [_member(job, attempt), job, gpus, limit.gpus, limit.jobs,
-                -1 if cluster_free is None else cluster_free, int(time.time() * 1000)]
-        outcome, used, jobs, position, cluster_ok = self._admit(keys=self._keys(namespace), args=args)
+                -1 if cluster_free is None else cluster_free, int(time.time() * 1000), namespace]
+        keys = [*self._keys(namespace), self._registry]
+        outcome, used, jobs, position, cluster_ok = self._admit(keys=keys, args=args)
         if outcome in ("ok", "held"):
             return Admission(True, f"admitted: {used} of {limit.gpus} GPUs, {jobs} of {limit.jobs} jobs in use "
                                    f"in namespace {namespace}")
@@ -111,8 +116,7 @@ class QuotaLedger:
         return list(self.redis.zrange(self._keys(namespace)[1], 0, -1))  # type: ignore[arg-type]
 
     def namespaces_waiting(self) -> list[str]:
-        pattern = f"{self.prefix}quota:line:*"
-        return sorted(key[len(pattern) - 1:] for key in self.redis.scan_iter(match=pattern))
+        return self._namespaces_with("line")
 
     def held(self, namespace: str) -> dict[str, int]:
         """`<job>#<attempt>` → GPUs currently reserved in the namespace."""
@@ -120,8 +124,28 @@ class QuotaLedger:
         return {member: int(gpus) for member, gpus in raw.items()}
 
     def namespaces_held(self) -> list[str]:
-        pattern = f"{self.prefix}quota:held:*"
-        return sorted(key[len(pattern) - 1:] for key in self.redis.scan_iter(match=pattern))
+        return self._namespaces_with("held")
+
+    def _namespaces_with(self, kind: str) -> list[str]:
+        """Registered namespaces whose `kind` key exists: two round trips, whatever the number of keys stored. A
+        ledger written before the registry existed is registered from one SCAN, once."""
+        namespaces: set[str] = self.redis.smembers(self._registry)  # type: ignore[assignment]
+        if not namespaces:
+            namespaces = self._register_from_scan()
+        ordered = sorted(namespaces)
+        pipe = self.redis.pipeline(transaction=False)
+        for namespace in ordered:
+            pipe.exists(f"{self.prefix}quota:{kind}:{namespace}")
+        return [ns for ns, present in zip(ordered, pipe.execute(), strict=True) if present]
+
+    def _register_from_scan(self) -> set[str]:
+        found: set[str] = set()
+        for kind in ("held", "line"):
+            pattern = f"{self.prefix}quota:{kind}:*"
+            found.update(key[len(pattern) - 1:] for key in self.redis.scan_iter(match=pattern, count=1000))
+        if found:
+            self.redis.sadd(self._registry, *found)
+        return found
 
 
 def parse_member(member: str) -> tuple[str, int]:

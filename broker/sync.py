@@ -120,19 +120,21 @@ def load_records(ctx: BrokerContext, names: list[str]) -> list[JobRecord]:
 
 def _changes(ctx: BrokerContext, records: list[JobRecord], by_name: dict[str, Any],
              report: SyncReport) -> list[Change]:
+    """The transitions the LIST implies, and the vanished-object counters kept up to date: one read of the
+    counters and one pipeline of writes per namespace, whatever the job count."""
     changes: list[Change] = []
     missing_key = ctx.key("sync:missing")
+    counted: dict[str, str] = ctx.redis.hgetall(missing_key)  # type: ignore[assignment]
+    absent: list[JobRecord] = []
+    seen_again: list[str] = []
     for record in records:
         member = f"{record.name}#{record.attempt}"
         obj = by_name.get(record.cluster_object or record.object_name())
         if obj is None:
-            seen_missing = int(ctx.redis.hincrby(missing_key, member, 1))  # type: ignore[arg-type]
-            if seen_missing >= ctx.settings.vanished_grace_cycles:
-                report.vanished.append(record.name)
-                changes.append(Change(record.name, S.FAILED, _vanished_detail(record, seen_missing),
-                                      frozenset({record.status}), record.attempt))
+            absent.append(record)
             continue
-        ctx.redis.hdel(missing_key, member)
+        if member in counted:
+            seen_again.append(member)
         mapped = map_status(obj)
         if mapped is None or mapped[0] in (record.status, S.SUBMITTED):  # Created alone never moves a job back
             continue
@@ -144,6 +146,19 @@ def _changes(ctx: BrokerContext, records: list[JobRecord], by_name: dict[str, An
         if status.get("completionTime") and target in TERMINAL:
             fields["finished_at"] = status["completionTime"]
         changes.append(Change(record.name, target, detail, frozenset({record.status}), record.attempt, fields))
+    if not absent and not seen_again:
+        return changes
+    pipe = ctx.redis.pipeline(transaction=False)
+    for record in absent:
+        pipe.hincrby(missing_key, f"{record.name}#{record.attempt}", 1)
+    if seen_again:
+        pipe.hdel(missing_key, *seen_again)
+    counts = pipe.execute()
+    for record, seen_missing in zip(absent, counts, strict=False):
+        if int(seen_missing) >= ctx.settings.vanished_grace_cycles:
+            report.vanished.append(record.name)
+            changes.append(Change(record.name, S.FAILED, _vanished_detail(record, int(seen_missing)),
+                                  frozenset({record.status}), record.attempt))
     return changes
 
 
@@ -153,6 +168,7 @@ def _vanished_detail(record: JobRecord, cycles: int) -> str:
 
 
 def _apply(ctx: BrokerContext, changes: list[Change], report: SyncReport) -> None:
+    ended: list[str] = []
     for change, result in zip(changes, ctx.store.transition_many(changes), strict=True):
         if isinstance(result, StoreError):
             log.info("status sync: %s not moved to %s: %s", change.name, change.to, result)
@@ -160,7 +176,9 @@ def _apply(ctx: BrokerContext, changes: list[Change], report: SyncReport) -> Non
         report.changed[change.name] = change.to.value
         if change.to in TERMINAL:
             ctx.quota.release(result.namespace, result.name, result.attempt)
-            ctx.redis.hdel(ctx.key("sync:missing"), f"{result.name}#{result.attempt}")
+            ended.append(f"{result.name}#{result.attempt}")
+    if ended:
+        ctx.redis.hdel(ctx.key("sync:missing"), *ended)
 
 
 def admit_waiting(ctx: BrokerContext, report: SyncReport) -> None:
@@ -212,15 +230,33 @@ def _epoch(stamp: str) -> float:
 
 
 def reconcile_quota(ctx: BrokerContext) -> None:
-    """Give back reservations nobody holds any more; take jobs that stopped waiting out of the line."""
+    """Give back reservations nobody holds any more; take jobs that stopped waiting out of the line. The records
+    behind each namespace's reservations and line are read in one round trip."""
     for namespace in ctx.quota.namespaces_held():
-        for member in ctx.quota.held(namespace):
-            job, attempt = parse_member(member)
-            record = ctx.store.get(job)
-            if record is None or record.attempt != attempt or record.status in TERMINAL:
+        members = [parse_member(member) for member in ctx.quota.held(namespace)]
+        current = _status_and_attempt(ctx, [job for job, _ in members])
+        for job, attempt in members:
+            status, current_attempt = current.get(job, (None, None))
+            if status is None or current_attempt != attempt or status in TERMINAL:
                 ctx.quota.release(namespace, job, attempt)
     for namespace in ctx.quota.namespaces_waiting():
-        for job in ctx.quota.line(namespace):
-            record = ctx.store.get(job)
-            if record is None or record.status not in (S.QUEUED, S.WAITING_QUOTA):
+        line = ctx.quota.line(namespace)
+        current = _status_and_attempt(ctx, line)
+        for job in line:
+            status, _ = current.get(job, (None, None))
+            if status is None or status not in (S.QUEUED, S.WAITING_QUOTA):
                 ctx.quota.leave_line(namespace, job)
+
+
+def _status_and_attempt(ctx: BrokerContext, names: list[str]) -> dict[str, tuple[JobStatus, int]]:
+    """Status and attempt of each existing job of `names`, in one pipeline (missing jobs left out)."""
+    if not names:
+        return {}
+    pipe = ctx.redis.pipeline(transaction=False)
+    for name in names:
+        pipe.hmget(ctx.store.job_key(name), ["status", "attempt"])
+    out: dict[str, tuple[JobStatus, int]] = {}
+    for name, (status, attempt) in zip(names, pipe.execute(), strict=True):
+        if status is not None:
+            out[name] = (JobStatus(status), int(attempt or 1))
+    return out
