@@ -33,7 +33,7 @@ from typing import Any
 import redis
 
 from broker.jobs import TERMINAL, TRANSITIONS, JobRecord, JobStatus
-from broker.store_scripts import CREATE, TRANSITION, UPDATE
+from broker.store_scripts import CREATE, LIST_PAGE, TRANSITION, UPDATE
 
 # --- errors ----------------------------------------------------------------------------------------------------
 
@@ -109,7 +109,8 @@ _PROTECTED = frozenset(
     {"name", "spec", "spec_hash", "status", "created_at", "updated_at", "sort_key", "namespace", "framework", "run_id"}
 )
 _TERMINAL_CSV = ",".join(sorted(TERMINAL))
-_LIST_BATCH = 200
+#: Index members one listing script call examines at most (bounds how long one call holds Redis).
+_LIST_BUDGET = 5000
 
 
 def _sources(target: JobStatus) -> str:
@@ -152,6 +153,7 @@ class JobStore:
         self._create = redis_client.register_script(CREATE)
         self._transition = redis_client.register_script(TRANSITION)
         self._update = redis_client.register_script(UPDATE)
+        self._list_page = redis_client.register_script(LIST_PAGE)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "tb:") -> JobStore:
@@ -342,27 +344,26 @@ class JobStore:
     ) -> tuple[list[JobRecord], str | None]:
         """Jobs newest first (by creation time, then name), filtered; returns `(page, next_cursor or None)`.
 
-        The most selective index given is scanned; other filters are checked on the records. Raises ValueError
-        for a cursor this store did not hand out.
+        The filters' index sets are intersected inside Redis (the smallest one scanned, the others probed), so only
+        the records of the page are read, whatever the number of filters. Raises ValueError for a cursor this
+        store did not hand out.
         """
         given = {"status": status, "framework": framework, "run_id": run_id, "namespace": namespace}
         wanted = {k: str(v) for k, v in given.items() if v is not None}
         limit = max(1, limit)
-        kind = next((k for k in ("status", "run_id", "namespace", "framework") if k in wanted), None)
-        index = self._idx(kind, wanted[kind]) if kind else self._idx("all")
+        indexes = [self._idx(kind, value) for kind, value in wanted.items()] or [self._idx("all")]
         start = "(" + decode_cursor(cursor) if cursor else "-"
-        page: list[tuple[str, JobRecord]] = []
-        while len(page) <= limit:
-            keys: list[str] = self.redis.zrange(index, start, "+", bylex=True, offset=0, num=_LIST_BATCH)  # type: ignore[assignment]
-            if not keys:
+        keys: list[str] = []
+        while len(keys) <= limit:
+            found, resume = self._list_page(keys=indexes, args=[start, limit + 1 - len(keys), _LIST_BUDGET])
+            keys.extend(found)
+            if not resume:
                 break
-            for key, rec in zip(keys, self._load(keys), strict=True):
-                if rec is not None and _matches(rec, wanted):
-                    page.append((key, rec))
-            start = "(" + keys[-1]
-        if len(page) > limit:
-            return [rec for _, rec in page[:limit]], encode_cursor(page[limit - 1][0])
-        return [rec for _, rec in page], None
+            start = "(" + resume
+        page = [(key, rec) for key, rec in zip(keys[:limit], self._load(keys[:limit]), strict=True)
+                if rec is not None and _matches(rec, wanted)]
+        more = len(keys) > limit
+        return [rec for _, rec in page], encode_cursor(keys[limit - 1]) if more else None
 
     def _load(self, sort_keys: list[str]) -> list[JobRecord | None]:
         pipe = self.redis.pipeline(transaction=False)

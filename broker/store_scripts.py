@@ -64,3 +64,36 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[1], unpack(ARGV, 2))
 return {'ok', redis.call('HGETALL', KEYS[1])}
 """
+
+LIST_PAGE = """
+-- KEYS: index sorted sets to intersect (at least one); members are sort keys, all scores 0
+-- ARGV: start (lex bound: '-' or '(' .. sort key), want (matches to find), budget (members to examine at most)
+-- Scans the smallest index in lex order from start, keeping members present in every other index (ZSCORE):
+-- no record is read. Returns {matches, resume}: resume is the last member examined, or '' when the index ended.
+local best, size = 1, redis.call('ZCARD', KEYS[1])
+for i = 2, #KEYS do
+  local n = redis.call('ZCARD', KEYS[i])
+  if n < size then best, size = i, n end
+end
+local start, want, budget = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local found, seen, last = {}, 0, ''
+while #found < want and seen < budget do
+  local ask = math.min(500, budget - seen)
+  local batch = redis.call('ZRANGE', KEYS[best], start, '+', 'BYLEX', 'LIMIT', 0, ask)
+  for _, member in ipairs(batch) do
+    seen = seen + 1
+    last = member
+    local ok = true
+    for i = 1, #KEYS do
+      if i ~= best and not redis.call('ZSCORE', KEYS[i], member) then ok = false; break end
+    end
+    if ok then
+      found[#found + 1] = member
+      if #found >= want then return {found, last} end
+    end
+  end
+  if #batch < ask then return {found, ''} end
+  start = '(' .. last
+end
+return {found, last}
+"""

@@ -244,3 +244,26 @@ def test_pagination_sees_every_job_once_even_when_created_in_the_same_millisecon
         page, cursor = store.list_jobs(limit=2, cursor=cursor)
         seen += [r.name for r in page]
     assert sorted(seen) == sorted(f"hf-s{i}" for i in range(9))
+
+
+def test_two_filters_page_through_exactly_the_intersection_without_reading_other_records(
+        store: JobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("broker.store._LIST_BUDGET", 7)  # force several script calls per page
+    for i in range(60):
+        framework = ("meta", "hf", "nemo")[i % 3]
+        store.create(record(f"m{i:02d}", framework=framework, job_name=f"{framework}-m{i:02d}"))
+        if i % 2:
+            store.transition(f"{framework}-m{i:02d}", JobStatus.CANCELLED, reason="test")
+    expected = [r.run_id for r in store.list_jobs(limit=100)[0] if r.framework == "meta" and r.status == "queued"]
+    assert len(expected) == 10
+    loaded: list[int] = []
+    real_load = store._load
+    monkeypatch.setattr(store, "_load", lambda keys: loaded.append(len(keys)) or real_load(keys))
+    seen, cursor = [], None
+    while True:
+        page, cursor = store.list_jobs(status="queued", framework="meta", limit=4, cursor=cursor)
+        seen += [r.run_id for r in page]
+        if cursor is None:
+            break
+    assert seen == expected
+    assert max(loaded) <= 4, "only the page's records are read"
