@@ -130,6 +130,11 @@ class JobSpec:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def _view(self) -> dict[str, Any]:
+        """The fields as a dict without copying their values (for serialising only: `asdict` deep-copies, which
+        cost more than the rest of a submission's hashing and storing)."""
+        return {f.name: getattr(self, f.name) for f in _SPEC_FIELDS}
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
         names = {f.name for f in dataclasses.fields(cls)}
@@ -137,8 +142,11 @@ class JobSpec:
 
     def spec_hash(self) -> str:
         """A stable hash of everything that defines the job; equal requests hash equal."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(self._view(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+_SPEC_FIELDS = dataclasses.fields(JobSpec)
 
 
 def run_prefix(checkpoint_base_uri: str, run_id: str, framework: str) -> str:
@@ -195,7 +203,7 @@ class JobRecord:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name == "spec":
-                out["spec"] = json.dumps(value.to_dict(), sort_keys=True)
+                out["spec"] = json.dumps(value._view(), sort_keys=True)
             else:
                 out[f.name] = "" if value is None else str(value)
         return out

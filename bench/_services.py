@@ -1,0 +1,121 @@
+"""Processes the API and broker benchmarks start: gunicorn (the API or the bare baseline app), a Celery worker that
+also serves the no-op baseline task, and a load generator of several processes on loopback."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench.core import ROOT
+from tests.support.redis_server import free_port
+
+#: The gunicorn settings both the API and its baseline run under: the image's (Dockerfile `CMD`, compose, k8s).
+GUNICORN_ARGS = ["--workers", "2", "--threads", "4", "--access-logfile", "-"]
+
+
+def _wait_http(port: int, path: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text(errors='replace')}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path)
+            if conn.getresponse().status < 500:
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"server did not become ready: {log.read_text(errors='replace')}")
+
+
+@contextmanager
+def gunicorn(app: str, env: dict[str, str], ready_path: str) -> Iterator[int]:
+    """`gunicorn <GUNICORN_ARGS> <app>` on a free loopback port; yields the port."""
+    port = free_port()
+    log = Path(tempfile.mkdtemp(prefix="tb-bench-")) / "gunicorn.log"
+    argv = [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", *GUNICORN_ARGS, app]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_http(port, ready_path, proc, log)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+@contextmanager
+def celery_worker(env: dict[str, str], concurrency: int = 2) -> Iterator[subprocess.Popen[bytes]]:
+    """`celery -A broker.celery_app worker -c N -I bench._noop`: the broker's worker, plus the no-op task."""
+    log = Path(tempfile.mkdtemp(prefix="tb-bench-")) / "worker.log"
+    argv = [sys.executable, "-m", "celery", "-A", "broker.celery_app", "worker", "-l", "warning", "-c",
+            str(concurrency), "-I", "bench._noop", "-n", f"bench-{os.getpid()}@%h", "--without-gossip",
+            "--without-mingle", "--without-heartbeat"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def _load_worker(port: int, method: str, path: str, body: dict[str, Any] | None, headers: dict[str, str],
+                 seconds: float, tag: str, queue: Any) -> None:
+    """One load process: sequential requests, a new connection each (gunicorn's sync workers close it after every
+    response), for `seconds`. Each POST body gets a unique `run_id`. Puts (ok, errors) on the queue."""
+    ok = errors = 0
+    deadline = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < deadline:
+        payload = None
+        if body is not None:
+            payload = json.dumps({**body, "run_id": f"{body.get('run_id', 'r')}_{tag}_{i}"})
+        i += 1
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request(method, path, body=payload, headers={**headers, "Content-Type": "application/json"})
+            reply = conn.getresponse()
+            reply.read()
+            conn.close()
+            if reply.status < 300:
+                ok += 1
+            else:
+                errors += 1
+        except (OSError, http.client.HTTPException):
+            errors += 1
+    queue.put((ok, errors))
+
+
+def requests_per_second(port: int, method: str, path: str, *, body: dict[str, Any] | None = None,
+                        headers: dict[str, str] | None = None, seconds: float = 5.0,
+                        processes: int = 4) -> tuple[float, int]:
+    """Successful requests per second from `processes` load processes over `seconds`; and the error count."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_load_worker, args=(port, method, path, body, headers or {}, seconds,
+                                                      f"{os.getpid()}_{n}_{time.monotonic_ns()}", queue))
+             for n in range(processes)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=seconds + 60) for _ in procs]
+    for p in procs:
+        p.join(10)
+    ok = sum(r[0] for r in results)
+    return ok / seconds, sum(r[1] for r in results)
