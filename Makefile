@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Node test tools for tests/kit (newman, the compose-spec schema) from the committed package-lock.json.
 NODE_STAMP := node_modules/.installed
 
-.PHONY: venv test lint typecheck unit demo api worker beat flower clean
+.PHONY: venv test lint typecheck unit demo api worker beat flower clean bench bench-quick
 
 venv: $(STAMP)
 
@@ -33,6 +33,14 @@ test: lint typecheck unit
 
 demo: venv
 	$(BIN)/python scripts/demo.py
+
+# Every benchmark of bench/ in one run: one table, one JSON line per figure appended to bench/results.jsonl.
+# `make bench-quick` (or `make bench ARGS=--quick`) runs small sizes in a few minutes. Phony: bench/ is a folder.
+bench: venv
+	$(BIN)/python -m bench $(ARGS)
+
+bench-quick: venv
+	$(BIN)/python -m bench --quick $(ARGS)
 
 # Services one by one (the demo starts them all for you).
 api: venv

@@ -1,0 +1,53 @@
+"""Each benchmark stays runnable: every module of bench/ is found by `python -m bench`, and each one runs at a
+tiny size and returns figures with their baselines (timings are not asserted: they belong to `make bench`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import __main__ as runner
+from bench import api_bench, broker_bench, list_bench, memory_bench, sync_bench
+from bench.core import Figure
+
+
+def test_every_benchmark_module_is_discovered() -> None:
+    assert {"sync_bench", "list_bench", "memory_bench", "api_bench", "broker_bench"} <= set(runner.discover())
+
+
+def test_sync_bench_counts_one_list_per_namespace_page_at_a_tiny_size() -> None:
+    figures = sync_bench.figures([(12, 1), (12, 3)], per_job_up_to=12)
+    calls = {f.name: f.value for f in figures if f.name.endswith("Kubernetes calls")}
+    assert calls == {"sync 12 jobs / 1 ns: Kubernetes calls": 1, "sync 12 jobs / 3 ns: Kubernetes calls": 3}
+    assert all(f.ok is not False for f in figures if "round trips" in f.name)
+
+
+def test_list_and_memory_benchmarks_run_at_a_tiny_size() -> None:
+    listed = list_bench.figures([3600], repeats=2)
+    assert listed[0].baseline and listed[0].ratio is not None
+    memory = memory_bench.figures(100)
+    assert 500 < memory[0].value < 50_000
+
+
+def test_the_runner_writes_one_json_line_per_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory_bench, "run", lambda quick: memory_bench.figures(50))
+    results = tmp_path / "results.jsonl"
+    assert runner.main(["--quick", "--only", "memory_bench", "--results", str(results)]) == 0
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    assert len(lines) == 3
+    assert {"name", "value", "baseline", "ratio", "commit", "date"} <= lines[0].keys()
+
+
+def test_figure_targets_read_the_ratio_or_the_value() -> None:
+    assert Figure("x", 1.0, baseline=4.0, target=">= 0.5").ok is False
+    assert Figure("x", 30.0, target="<= 50", target_on="value").ok is True
+
+
+@pytest.mark.slow
+def test_api_and_broker_benchmarks_run_at_a_tiny_size() -> None:
+    api = api_bench.figures(seconds=1.0, processes=2)
+    assert all(f.baseline and f.value > 0 for f in api)
+    broker = broker_bench.figures(samples=3, load_seconds=1, throughput_jobs=10)
+    assert len(broker) == 5 and all(f.value > 0 for f in broker)
