@@ -15,7 +15,7 @@ from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from broker.store import IllegalTransition, JobConflict, JobNotFound
+from broker.errors import IllegalTransition, JobConflict, JobNotFound
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,10 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from api.errors import ApiError, invalid
 from api.schemas import JobEventsSchema, JobListQuerySchema, status_view
-from broker.celery_app import CANCEL_TASK, SUBMIT_TASK
+from broker.errors import StaleTransition
 from broker.jobs import CANCEL_AT_ONCE, RETRYABLE, TERMINAL, TRANSITIONS, JobRecord, JobStatus
-from broker.store import JobStore, StaleTransition
+from broker.names import CANCEL_TASK, SUBMIT_TASK
+from broker.store import JobStore
 
 bp = Blueprint("train", __name__, url_prefix="/train")
 health = Blueprint("health", __name__)

@@ -9,8 +9,8 @@ in flight notices the cancel when it records `submitted` and deletes what it cre
 from __future__ import annotations
 
 from broker.context import BrokerContext
+from broker.errors import IllegalTransition
 from broker.jobs import CANCEL_AT_ONCE, TERMINAL, JobRecord, JobStatus
-from broker.store import IllegalTransition
 
 S = JobStatus
 

@@ -11,6 +11,8 @@ import dataclasses
 import hashlib
 import json
 import re
+import time
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -56,8 +58,18 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 }
 
 
-def can_transition(src: JobStatus | str, dst: JobStatus | str) -> bool:
-    return JobStatus(dst) in TRANSITIONS[JobStatus(src)]
+def now_iso(epoch_s: float | None = None) -> str:
+    """The system's one timestamp format: UTC with milliseconds, e.g. `2026-11-29T04:36:00.123Z`."""
+    moment = datetime.fromtimestamp(time.time() if epoch_s is None else epoch_s, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(stamp: str) -> float | None:
+    """Epoch seconds of an RFC 3339 timestamp (with or without fractions), None when it is not one."""
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(UTC).timestamp()
+    except ValueError:
+        return None
 
 
 FRAMEWORKS = ("nemo", "hf", "meta")

@@ -8,9 +8,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from broker.errors import SettingsError
 
-class SettingsError(ValueError):
-    """An environment variable holds a value the broker cannot use."""
+__all__ = ["BrokerSettings", "Quota", "SettingsError"]
 
 
 def _int(env: dict[str, str], key: str, default: int) -> int:

@@ -16,8 +16,9 @@ import redis
 from broker.backends import make_backend
 from broker.backends.errors import TransientClusterError
 from broker.cancel import cancel_job as cancel_logic
-from broker.celery_app import CANCEL_TASK, SUBMIT_TASK, SYNC_TASK, app
+from broker.celery_app import app
 from broker.context import BrokerContext
+from broker.names import CANCEL_TASK, SUBMIT_TASK, SYNC_TASK
 from broker.settings import BrokerSettings
 from broker.submit import submit_job as submit_logic
 from broker.sync import sync_jobs as sync_logic
