@@ -9,6 +9,7 @@ environment variables to its options) and by `make flower` / the compose service
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from celery import Celery
@@ -17,6 +18,7 @@ from broker.celery_config import make_app as _configured_app
 from broker.names import CANCEL_TASK, SUBMIT_TASK, SYNC_TASK
 from broker.settings import BrokerSettings
 
+log = logging.getLogger(__name__)
 __all__ = ["CANCEL_TASK", "SUBMIT_TASK", "SYNC_TASK", "app", "make_app", "refuse_unauthenticated_flower"]
 
 
@@ -31,6 +33,9 @@ def refuse_unauthenticated_flower(settings: BrokerSettings, argv: list[str]) -> 
 def make_app(settings: BrokerSettings | None = None) -> Celery:
     settings = settings or BrokerSettings.from_env()
     refuse_unauthenticated_flower(settings, sys.argv)
+    if settings.visibility_timeout_s <= settings.worst_case_task_s:
+        log.warning("TRAINER_VISIBILITY_TIMEOUT_S=%s is not above the longest task (%.0f s): a slow task may be "
+                    "delivered twice", settings.visibility_timeout_s, settings.worst_case_task_s)
     return _configured_app(settings)
 
 
