@@ -158,6 +158,25 @@ def run_prefix(checkpoint_base_uri: str, run_id: str, framework: str) -> str:
     return f"{checkpoint_base_uri.rstrip('/')}/{run_id}/framework={framework}"
 
 
+@dataclasses.dataclass(frozen=True)
+class RunLayout:
+    """The storage layout of one run, as the broker hands it to the trainer (its flags) and the API reads it."""
+
+    prefix: str
+
+    @property
+    def logs(self) -> str:
+        return f"{self.prefix}/logs"
+
+    @property
+    def config(self) -> str:
+        return f"{self.prefix}/config"
+
+    @property
+    def progress(self) -> str:
+        return f"{self.logs}/progress.json"
+
+
 @dataclasses.dataclass
 class JobRecord:
     """What the store keeps per job. `status` and the timestamps change only through the store's transition."""
@@ -192,6 +211,10 @@ class JobRecord:
     @property
     def checkpoint_prefix(self) -> str:
         return self.spec.checkpoint_prefix
+
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.checkpoint_prefix)
 
     @property
     def resume(self) -> bool:
