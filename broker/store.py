@@ -107,10 +107,6 @@ class JobStore:
         self._transition = redis_client.register_script(TRANSITION)
         self._update = redis_client.register_script(UPDATE)
 
-    @classmethod
-    def from_url(cls, url: str, prefix: str = "tb:") -> JobStore:
-        return cls(redis.Redis.from_url(url, decode_responses=True), prefix)
-
     # --- create and read ---------------------------------------------------------------------------------------
 
     def create(self, record: JobRecord) -> tuple[JobRecord, bool]:
