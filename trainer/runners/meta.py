@@ -27,18 +27,16 @@ from trainer.runners._loop import (
     Blocks,
     BlockSampler,
     LossWindow,
-    Throughput,
-    autocast_dtype,
     causal_lm_batch,
     decay_groups,
     eval_indices,
     gather_rng_states,
     linear_schedule,
     load_blocks,
-    max_positions,
     restore_rng_states,
     total_steps,
 )
+from trainer.runners.common import Throughput, all_ranks_sum, eval_every, resolve_precision, tokens_per_step
 
 FORMAT = "meta-full-state-dict-v1"
 
@@ -77,7 +75,7 @@ def build(ctx: RunContext) -> Loop:
     tokenizer = AutoTokenizer.from_pretrained(ctx.model_path)
     torch.manual_seed(t.seed + ctx.dist.rank)  # dropout: reproducible, and different masks on each rank
     loaded: torch.nn.Module = AutoModelForCausalLM.from_pretrained(ctx.model_path, dtype=torch.float32)
-    blocks = load_blocks(ctx, tokenizer, max_positions(getattr(loaded, "config", None)))
+    blocks = load_blocks(ctx, tokenizer, getattr(loaded, "config", None))
     sampler = BlockSampler(len(blocks.train), t.batch_size, ctx.dist, t.seed)
     total = total_steps(t.max_steps, t.num_epochs, sampler.batches_per_epoch, t.gradient_accumulation)
     # Shard before moving: with a CUDA mesh FSDP2 moves one block at a time, never the whole model onto one GPU.
@@ -89,6 +87,11 @@ def build(ctx: RunContext) -> Loop:
                     len(blocks.train), len(blocks.eval), t.block_size, total, sampler.batches_per_epoch,
                     device, f", FSDP over {ctx.dist.world_size} processes" if ctx.dist.distributed else "")
     return Loop(model, optimizer, scheduler, sampler, blocks, device, total, autocast)
+
+
+def autocast_dtype(precision: str, use_cuda: bool) -> torch.dtype | None:
+    """The autocast dtype for `precision` (None = fp32). fp16 needs a loss scaler this loop does not carry."""
+    return torch.bfloat16 if resolve_precision(precision, use_cuda, fp16=False) == "bf16" else None
 
 
 def pick_device(ctx: RunContext) -> torch.device:
@@ -117,9 +120,8 @@ def shard(model: torch.nn.Module, ctx: RunContext, device: torch.device) -> torc
 
 def train(ctx: RunContext, loop: Loop) -> None:
     t = ctx.config.training
-    tokens_per_step = t.batch_size * t.gradient_accumulation * ctx.dist.world_size * t.block_size
-    meter = Throughput(tokens_per_step, loop.step)
-    eval_every = t.save_steps if t.eval_steps is None else t.eval_steps
+    meter = Throughput(tokens_per_step(t, ctx.dist), loop.step)
+    every = eval_every(t)
     ctx.reporter.progress(loop.step, loop.total, loop.last_loss)
     ctx.logger.info("meta: training steps %d..%d", loop.step + 1, loop.total)
     while loop.step < loop.total:
@@ -131,7 +133,7 @@ def train(ctx: RunContext, loop: Loop) -> None:
         if step % t.logging_steps == 0 or step == loop.total:
             log_train(ctx, loop, lr, grad_norm, meter)
         ctx.reporter.progress(step, loop.total, loop.last_loss)
-        if eval_every > 0 and len(loop.blocks.eval) and (step % eval_every == 0 or step == loop.total):
+        if every > 0 and len(loop.blocks.eval) and (step % every == 0 or step == loop.total):
             log_eval(ctx, loop, t.batch_size)
         if step % t.save_steps == 0 or step == loop.total:
             save_checkpoint(ctx, loop)
@@ -161,7 +163,7 @@ def train_step(loop: Loop, accumulation: int, max_grad_norm: float) -> tuple[flo
 
 def log_train(ctx: RunContext, loop: Loop, lr: float, grad_norm: torch.Tensor | None, meter: Throughput) -> None:
     """Mean train loss over ranks and the steps since the last log (a collective on every rank)."""
-    window = all_ranks_sum(ctx, [loop.window.loss_sum, float(loop.window.steps)])
+    window = all_ranks_sum(ctx.dist, [loop.window.loss_sum, float(loop.window.steps)])
     loop.window.take()
     loop.last_loss = window[0] / window[1] if window[1] else None
     norm = float(full_tensor(grad_norm)) if grad_norm is not None else None
@@ -181,7 +183,7 @@ def log_eval(ctx: RunContext, loop: Loop, batch_size: int) -> None:
             loss_sum += float((per_block_loss(loop.model, ids).double().cpu() * weights).sum())
             count += float(weights.sum())
     loop.model.train()
-    total = all_ranks_sum(ctx, [loss_sum, float(count)])
+    total = all_ranks_sum(ctx.dist, [loss_sum, float(count)])
     eval_loss = total[0] / total[1] if total[1] else None
     ctx.reporter.metrics(step=loop.step, loss=None, lr=None, tokens_per_s=None, eval_loss=eval_loss, kind="eval")
     ctx.logger.info("meta: step %d eval_loss %.4f", loop.step, eval_loss or float("nan"))
@@ -192,16 +194,6 @@ def per_block_loss(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, :-1].float()
     losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
     return losses.mean(dim=1)
-
-
-def all_ranks_sum(ctx: RunContext, values: list[float]) -> list[float]:
-    if not ctx.dist.distributed:
-        return values
-    import torch.distributed as torch_dist
-
-    tensor = torch.tensor(values, dtype=torch.float64)
-    torch_dist.all_reduce(tensor)
-    return [float(v) for v in tensor]
 
 
 def full_tensor(value: torch.Tensor) -> torch.Tensor:
