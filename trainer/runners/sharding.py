@@ -6,7 +6,7 @@ in its `_no_split_modules` (GPT-2's `GPT2Block`, Llama's `LlamaDecoderLayer`, ..
 
 GPU settings, applied here so a test can see them on the objects they configure: bf16 mixed precision for FSDP
 (`MixedPrecisionPolicy`: parameters in bf16 for compute, gradients reduced in fp32), activation checkpointing (the
-model's own `gradient_checkpointing_enable`, non-reentrant), and `torch.compile` per block (before wrapping, so
+model's own, non-reentrant), and `torch.compile` per block (before wrapping, so
 compiled code stays inside each FSDP unit).
 
 Loading (`load_shares`): with FSDP the model is first built on the meta device (no memory), sharded, materialised
@@ -60,10 +60,14 @@ def mixed_precision(bf16: bool) -> Any:
 def prepare(model: torch.nn.Module, *, activation_checkpointing: bool, compile_blocks: bool) -> None:
     """Activation checkpointing and per-block `torch.compile`, before any wrapping."""
     if activation_checkpointing:
-        enable = getattr(model, "gradient_checkpointing_enable", None)
-        if enable is None:
-            raise ConfigError("activation_checkpointing: this model has no gradient_checkpointing_enable")
-        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.2x
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        elif hasattr(model, "gradient_checkpointing_enable"):
+            legacy: Any = model.gradient_checkpointing_enable
+            legacy(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            raise ConfigError("activation_checkpointing: this model cannot checkpoint its activations")
     if compile_blocks:
         for block in blocks(model) or [model]:
             block.compile()
