@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,8 @@ def jobs(live_api: LiveApi) -> dict[str, str]:
 def run_browser(live_api: LiveApi, jobs: dict[str, str], pattern: str, tmp_path: Path) -> str:
     late = {"framework": "hf", "model_id": "tiny-gpt2", "num_nodes": 1, "gpus_per_node": 0, "run_id": "ui_late_run",
             "checkpoint_base_uri": str(live_api.runs), "dataset_uri": "/data/fx.jsonl"}
-    env = {"DASH_URL": live_api.url, "DASH_TOKEN": live_api.token, "SHOTS": str(tmp_path),
+    shots = os.environ.get("DASHBOARD_SHOTS") or str(tmp_path)  # `make screenshots` writes them into docs/img/
+    env = {"DASH_URL": live_api.url, "DASH_TOKEN": live_api.token, "SHOTS": shots,
            "LATE_BODY": json.dumps(late), **jobs}
     return node_test("dashboard.test.mjs", pattern, env)
 
@@ -83,7 +85,8 @@ def test_the_static_files_are_open_but_hold_no_data_and_forbid_foreign_sources(l
 def test_without_a_token_the_dashboard_shows_a_login_and_no_data(live_api: LiveApi, jobs: dict[str, str],
                                                                  tmp_path: Path) -> None:
     run_browser(live_api, jobs, "without a token", tmp_path)
-    assert (tmp_path / "dashboard-login.png").stat().st_size > 1000
+    shots = Path(os.environ.get("DASHBOARD_SHOTS") or tmp_path)
+    assert (shots / "dashboard-login.png").stat().st_size > 1000
 
 
 def test_with_a_token_it_lists_the_jobs_of_the_live_api(live_api: LiveApi, jobs: dict[str, str],
