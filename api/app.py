@@ -23,6 +23,7 @@ from api.routes import health
 from api.schemas import TrainingJobRequestSchema
 from api.settings import ApiSettings
 from api.ui import bp as ui_bp
+from broker.quota import QuotaLedger
 from broker.store import JobStore
 
 #: Every blueprint the app serves: health, /train, the run's progress/metrics/logs, /openapi.json, the /ui/ dashboard.
@@ -58,8 +59,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         default_namespace=settings.broker.namespace,
     )
     metrics = Metrics(store)
+    quota = QuotaLedger(client, settings.broker.key_prefix)
     app.extensions.update(
-        job_store=store, enqueue=enqueue, request_schema=request_schema, metrics=metrics,
+        job_store=store, quota=quota, enqueue=enqueue, request_schema=request_schema, metrics=metrics,
         openapi=build_spec(request_schema),
     )
 
