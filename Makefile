@@ -5,14 +5,19 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Node test tools for tests/kit (newman, the compose-spec schema) from the committed package-lock.json.
 NODE_STAMP := node_modules/.installed
+# Debian's Chromium for the browser tests (tests/ui/), driven by playwright-core from node_modules.
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: venv test lint typecheck unit demo api worker beat flower clean
+.PHONY: venv test lint typecheck unit demo api worker beat flower clean screenshots
 
 venv: $(STAMP)
 
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
+
+$(CHROMIUM):
+	apt-get update -qq && apt-get install -y --no-install-recommends chromium
 
 $(STAMP): requirements.txt requirements-dev.txt trainer/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,8 +31,13 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-unit: venv $(NODE_STAMP)
+unit: venv $(NODE_STAMP) $(CHROMIUM)
 	$(BIN)/pytest
+
+# The dashboard's screenshots in docs/img/, taken by the browser tests.
+screenshots: venv $(NODE_STAMP) $(CHROMIUM)
+	mkdir -p docs/img
+	DASHBOARD_SHOTS=$(CURDIR)/docs/img $(BIN)/pytest -q tests/ui/test_dashboard.py
 
 test: lint typecheck unit
 
