@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Node test tools for tests/kit (newman, the compose-spec schema) from the committed package-lock.json.
 NODE_STAMP := node_modules/.installed
 
-.PHONY: venv test lint typecheck unit demo api worker beat flower clean
+.PHONY: venv test lint typecheck unit demo api worker beat flower clean reliability reliability-quick fuzz-venv
 
 venv: $(STAMP)
 
@@ -26,13 +26,31 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-unit: venv $(NODE_STAMP)
+unit: venv $(NODE_STAMP) fuzz-venv
 	$(BIN)/pytest
 
 test: lint typecheck unit
 
 demo: venv
 	$(BIN)/python scripts/demo.py
+
+# Faults injected under load against the real stack; one table of counts (docs/RELIABILITY.md). The full run takes
+# about 1.5 hours (the soak alone one hour); `make reliability-quick` a few minutes (also run by `make test`).
+FUZZ_VENV := .venv-fuzz
+FUZZ_STAMP := $(FUZZ_VENV)/.installed
+
+$(FUZZ_STAMP): requirements-fuzz.txt
+	test -x $(FUZZ_VENV)/bin/python || $(PYTHON) -m venv $(FUZZ_VENV)
+	$(FUZZ_VENV)/bin/pip install -q -r requirements-fuzz.txt
+	touch $(FUZZ_STAMP)
+
+fuzz-venv: $(FUZZ_STAMP)
+
+reliability: venv fuzz-venv
+	$(BIN)/python -m reliability --write docs/RELIABILITY.md
+
+reliability-quick: venv fuzz-venv
+	$(BIN)/python -m reliability --quick
 
 # Services one by one (the demo starts them all for you).
 api: venv

@@ -61,8 +61,9 @@ def write_doc(path: Path, table: str, *, quick: bool) -> None:
     """Replace the generated block of `path` (between the markers) with this run's table, date and commit."""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    block = (f"<!-- reliability:begin -->\nRun of {stamp} at commit `{commit or 'unknown'}`"
-             f"{' (quick mode)' if quick else ''}, on this project's 2-core machine:\n\n{table}<!-- reliability:end -->")
+    mode = " (quick mode)" if quick else ""
+    block = (f"<!-- reliability:begin -->\nRun of {stamp} at commit `{commit or 'unknown'}`{mode}, on this "
+             f"project's 2-core machine:\n\n{table}<!-- reliability:end -->")
     text = path.read_text() if path.exists() else "<!-- reliability:begin -->\n<!-- reliability:end -->\n"
     head, _, rest = text.partition("<!-- reliability:begin -->")
     _, _, tail = rest.partition("<!-- reliability:end -->")

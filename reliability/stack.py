@@ -20,8 +20,8 @@ import requests
 
 from tests.support.celery_worker import CeleryWorker, wait_for, worker_env
 from tests.support.k8s_emulator import K8sEmulator
-from tests.support.redis_server import RedisServer, free_port
 from tests.support.pytorchjob_rules import REPO_ROOT
+from tests.support.redis_server import RedisServer, free_port
 
 PREFIX = "it:"
 TOKEN = "reliability-token"
@@ -93,10 +93,10 @@ class Stack:
         self.redis_server.start()
         self.emulator.start()
         kubeconfig = self.emulator.write_kubeconfig(self.workdir / "kubeconfig")
-        self.env = worker_env(self.redis_server.url(0), kubeconfig, TRAINER_API_TOKEN=TOKEN,
-                              TRAINER_QUOTAS='{"default": {"gpus": 1000000, "jobs": 1000000}}',
-                              TRAINER_SYNC_INTERVAL_S="1", TRAINER_REQUEUE_AFTER_S="10",
-                              TRAINER_VISIBILITY_TIMEOUT_S="30", **self.overrides)
+        settings = {"TRAINER_API_TOKEN": TOKEN, "TRAINER_QUOTAS": '{"default": {"gpus": 1000000, "jobs": 1000000}}',
+                    "TRAINER_SYNC_INTERVAL_S": "1", "TRAINER_REQUEUE_AFTER_S": "10",
+                    "TRAINER_VISIBILITY_TIMEOUT_S": "30"} | self.overrides
+        self.env = worker_env(self.redis_server.url(0), kubeconfig, **settings)
         self.redis = redis.Redis.from_url(self.redis_server.url(0), decode_responses=True, socket_timeout=10)
         return self
 

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from broker.render import JOB_LABEL
-from reliability.checks import Census, census, records, unsettled
+from reliability.checks import Census, records, unsettled
 from reliability.load import LoadResult, job_body, post_all
 from reliability.stack import Stack, settle
 from reliability.table import Row

@@ -12,11 +12,12 @@ Serves `kubeflow.org/v1` PyTorchJobs and core `v1` ResourceQuotas:
 - `GET    /api/v1/namespaces/{ns}/resourcequotas`.
 
 Test controls (Python methods): `set_condition` / `set_replica_statuses` play the Training Operator;
-`remove` deletes by hand; `set_gpu_quota` adds a ResourceQuota; `fail_next`, `slow_next`, `drop_next` inject faults
-into the next N matching requests; `calls(verb, namespace)` counts what the server received (verbs: `create`,
-`get`, `list`, `delete`, `patch`, `quota`); `requests` logs every request with its answer (`RequestEntry`);
-`chaos` takes a random fault policy (`tests.support.k8s_chaos.Chaos`); `write_kubeconfig(path)` points a client (or a
-worker process) at it. The HTTP side lives in `tests.support.k8s_http`, the query helpers in `tests.support.k8s_query`.
+`remove` deletes, `relabel` relabels and `put` creates by hand; `set_gpu_quota` adds a ResourceQuota;
+`fail_next`, `slow_next`, `drop_next` inject faults into the next N matching requests; `calls(verb, namespace)`
+counts what the server received (verbs: `create`, `get`, `list`, `delete`, `patch`, `quota`); `requests` logs every
+request with its answer (`RequestEntry`); `chaos` takes a random fault policy (`tests.support.k8s_chaos.Chaos`);
+`write_kubeconfig(path)` points a client (or a worker process) at it. The HTTP side lives in
+`tests.support.k8s_http`, the query helpers in `tests.support.k8s_query`.
 """
 
 from __future__ import annotations
@@ -156,6 +157,18 @@ class K8sEmulator:
         """Delete an object by hand (kubectl delete, a TTL) without counting a request."""
         with self.lock:
             self.jobs.pop((namespace, name), None)
+
+    def relabel(self, namespace: str, name: str, labels: dict[str, str]) -> None:
+        """Replace an object's labels by hand (kubectl label --overwrite), without counting a request."""
+        with self.lock:
+            obj = self.jobs[(namespace, name)]
+            obj["metadata"]["labels"] = dict(labels)
+            self._bump(obj)
+
+    def put(self, obj: dict[str, Any]) -> None:
+        """Store an object made by someone else (another tool, a person), without counting a request."""
+        with self.lock:
+            self.create(obj["metadata"]["namespace"], copy.deepcopy(obj))
 
     def set_condition(self, namespace: str, name: str, kind: str, status: bool = True, *,
                       reason: str | None = None, message: str = "") -> None:
