@@ -42,7 +42,7 @@ def keys(stack: Stack) -> JobStore:
 def records(stack: Stack, names: list[str]) -> dict[str, JobRecord]:
     pipe = stack.redis.pipeline(transaction=False)
     for name in names:
-        pipe.hgetall(keys(stack).job_key(name))
+        pipe.hgetall(keys(stack).keys.job(name))
     return {name: JobRecord.from_redis(raw) for name, raw in zip(names, pipe.execute(), strict=True) if raw}
 
 
@@ -101,7 +101,7 @@ def event_duplicates(stack: Stack, names: list[str]) -> int:
     """Events recorded twice in a job's history (the same move of the same attempt)."""
     pipe = stack.redis.pipeline(transaction=False)
     for name in names:
-        pipe.lrange(keys(stack).events_key(name), 0, -1)
+        pipe.lrange(keys(stack).keys.events(name), 0, -1)
     dup = 0
     for events in pipe.execute():
         moves = Counter((e.get("from"), e.get("to"), e.get("attempt")) for e in map(json.loads, events))

@@ -53,7 +53,7 @@ def run(workdir: Path, quick: bool) -> Row:
         count = census(stack, names)
         fill(row, load, count, settle_s)
         row.faults = f"{kills} × kill -9 of a gunicorn worker"
-        jobs = sum(1 for _ in stack.redis.scan_iter(match=keys(stack).job_key("*"), count=1000))
+        jobs = sum(1 for _ in stack.redis.scan_iter(match=keys(stack).keys.job("*"), count=1000))
         if jobs != n:
             row.problems.append(f"Redis holds {jobs} jobs for {n} distinct bodies")
         row.notes.append(f"{load.repeats} bodies sent again after no answer or a 5xx; Redis holds {jobs} jobs for "
