@@ -18,6 +18,7 @@ from broker.jobs import (
     DNS1123_LABEL_RE,
     FRAMEWORKS,
     MAX_JOB_NAME,
+    TERMINAL,
     JobRecord,
     JobSpec,
     JobStatus,
@@ -164,6 +165,7 @@ class TrainingJobStatusSchema(Schema):
 
     name = fields.String(required=True)
     status = fields.Enum(JobStatus, by_value=True, required=True)
+    terminal = fields.Boolean(metadata={"description": "true once the status can change only by a retry"})
     detail = fields.String()
     framework = fields.String()
     run_id = fields.String()
@@ -192,6 +194,7 @@ def status_view(record: JobRecord) -> dict[str, Any]:
     view = {
         "name": record.name,
         "status": record.status,
+        "terminal": record.status in TERMINAL,
         "detail": record.detail,
         "framework": record.framework,
         "run_id": record.run_id,
@@ -239,6 +242,33 @@ class EventSchema(Schema):
 class JobEventsSchema(Schema):
     name = fields.String()
     events = fields.List(fields.Nested(EventSchema))
+
+
+class MetricsPointSchema(Schema):
+    """One point of a run's metrics series; a metric the run did not log at that step is null."""
+
+    step = fields.Integer(required=True)
+    loss = fields.Float(allow_none=True, metadata={"description": "train loss (a bucket's mean when downsampled)"})
+    eval_loss = fields.Float(allow_none=True)
+    lr = fields.Float(allow_none=True, metadata={"description": "learning rate"})
+    tokens_per_s = fields.Float(allow_none=True)
+    grad_norm = fields.Float(allow_none=True)
+    epoch = fields.Float(allow_none=True)
+    elapsed_s = fields.Float(allow_none=True, metadata={"description": "seconds since the attempt started"})
+
+
+class MetricsSeriesSchema(Schema):
+    name = fields.String()
+    status = fields.String()
+    attempt = fields.Integer()
+    max_points = fields.Integer()
+    points = fields.List(fields.Nested(MetricsPointSchema))
+    total_points = fields.Integer(metadata={"description": "points in the rows read, before downsampling"})
+    downsampled = fields.Boolean()
+    complete = fields.Boolean(metadata={"description": "false when the file was beyond the byte budget and was "
+                                                       "read in windows spread over the run"})
+    summary = fields.Dict(allow_none=True, metadata={"description": "the run's closing row: step, loss, "
+                                                                    "steps_per_s, train_runtime"})
 
 
 class ErrorBodySchema(Schema):

@@ -15,6 +15,7 @@ import redis
 from broker.backends.kubernetes import KubernetesBackend
 from broker.context import BrokerContext
 from broker.jobs import JobStatus
+from broker.keys import member
 from broker.quota import QuotaLedger
 from broker.render import render_pytorchjob
 from broker.settings import BrokerSettings, Quota
@@ -82,9 +83,9 @@ def populate_running(c: Cluster, count: int, namespaces: int, tag: str) -> list[
             ctx.store.transition_many(batch)
     pipe = ctx.redis.pipeline(transaction=False)
     for record in records:
-        pipe.hset(f"{ctx.settings.key_prefix}quota:held:{record.namespace}", f"{record.name}#1",
+        pipe.hset(ctx.keys.quota(record.namespace)[0], member(record.name, 1),
                   record.spec.num_nodes * record.spec.gpus_per_node)
-    pipe.sadd(f"{ctx.settings.key_prefix}quota:namespaces", *{r.namespace for r in records})
+    pipe.sadd(ctx.keys.quota_namespaces, *{r.namespace for r in records})
     pipe.execute()
     with emulator.lock:
         for record in records:

@@ -26,12 +26,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from bench._noop import NOOP_TASK
 from bench._services import celery_worker, gunicorn
 from bench.api_bench import BODY, TOKEN
 from bench.core import Figure, percentile, table
-from broker.celery_app import SUBMIT_TASK, make_app
+from broker.celery_app import make_app
 from broker.jobs import JobRecord
+from broker.names import SUBMIT_TASK
 from broker.settings import BrokerSettings
 from broker.store import JobStore
 from tests.support.celery_worker import worker_env
@@ -74,7 +77,7 @@ class Rig:
         self.emulator, self.api_port = emulator, api_port
         settings = BrokerSettings.from_env(env)
         self.celery = make_app(settings)
-        self.store = JobStore.from_url(redis_url, settings.key_prefix)
+        self.store = JobStore(redis.Redis.from_url(redis_url, decode_responses=True), settings.key_prefix)
         self.counter = 0
         self.lock = threading.Lock()
 
@@ -135,7 +138,8 @@ def _throughput(rig: Rig, count: int) -> tuple[float, float]:
 
 
 def figures(samples: int, load_seconds: float, throughput_jobs: int) -> list[Figure]:
-    redis_server, emulator = RedisServer().start(), StampingEmulator().start()
+    redis_server, emulator = RedisServer().start(), StampingEmulator()
+    emulator.start()
     try:
         kubeconfig = emulator.write_kubeconfig(Path(tempfile.mkdtemp(prefix="tb-bench-")) / "kubeconfig")
         env = worker_env(redis_server.url(0), kubeconfig, TRAINER_API_TOKEN=TOKEN, TRAINER_REQUEUE_AFTER_S="600",

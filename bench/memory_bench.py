@@ -10,6 +10,7 @@ Run: `.venv/bin/python -m bench.memory_bench [--jobs 20000]`, or through `make b
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import redis
 
@@ -35,7 +36,7 @@ def figures(count: int) -> list[Figure]:
     try:
         client = redis.Redis.from_url(server.url(0), decode_responses=True)
         store = JobStore(client)
-        fields = {k: v for k, v in SAMPLE.items() if k not in ("framework",)}
+        fields: dict[str, Any] = {k: v for k, v in SAMPLE.items() if k not in ("framework",)}
         records = [make_record(f"fx_ruleset_v3_2025_11_26_{i:06d}", framework="nemo", **fields)
                    for i in range(count)]
         before = _used(client)

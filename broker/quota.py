@@ -1,14 +1,11 @@
 """Per-namespace quota admission: GPUs (num_nodes × gpus_per_node) and concurrent jobs, with a FIFO line.
 
 The ledger lives in Redis and every decision is one Lua script, so two workers admitting at once can never
-overbook. Keys under the store's prefix `p`:
-
-- `p quota:held:<ns>` hash `<job>#<attempt>` → GPUs reserved. A reservation is idempotent per job and attempt (a
-  redelivered submit finds it held) and is released when the attempt ends, is cancelled or fails to submit.
-- `p quota:line:<ns>` sorted set of waiting jobs by the time they first queued for admission (ms), and
-  `p quota:need:<ns>` hash job → GPUs it needs.
-- `p quota:namespaces` set of the namespaces that ever asked for admission, so the sync's reconciliation finds the
-  ledgers without scanning the keyspace (whose size grows with the jobs stored).
+overbook. Per namespace (keys in `broker.keys`): `held` reservations `<job>#<attempt>` → GPUs, the FIFO `line` of
+waiting jobs and what each `need`s. A reservation is idempotent per job and attempt (a redelivered submit finds it
+held) and is released when the attempt ends, is cancelled or fails to submit. The `namespaces` set registers every
+namespace that asked for admission, so the sync's reconciliation finds the ledgers without scanning the keyspace
+(whose size grows with the jobs stored).
 
 FIFO: a job is admitted only when no job that queued earlier in the same namespace is still waiting, so a later
 (smaller) job never jumps ahead of an earlier one. A job that needs more GPUs than the namespace's limit can never
@@ -23,6 +20,7 @@ import time
 
 import redis
 
+from broker.keys import Keys, member
 from broker.settings import Quota
 
 _ADMIT = """
@@ -73,20 +71,20 @@ class QuotaLedger:
 
     def __init__(self, redis_client: redis.Redis, prefix: str = "tb:") -> None:
         self.redis = redis_client
-        self.prefix = prefix
+        self.keys = Keys(prefix)
         self._admit = redis_client.register_script(_ADMIT)
         self._registry = f"{prefix}quota:namespaces"
 
-    def _keys(self, namespace: str) -> list[str]:
-        return [f"{self.prefix}quota:{kind}:{namespace}" for kind in ("held", "line", "need")]
+    def _keys(self, namespace: str) -> tuple[str, str, str]:
+        return self.keys.quota(namespace)
 
     def admit(
         self, namespace: str, job: str, attempt: int, gpus: int, limit: Quota, cluster_free: int | None = None
     ) -> Admission:
         """Reserve `gpus` and one job slot for this attempt, or put the job in line. Idempotent per attempt."""
-        args: list[str | int] = [_member(job, attempt), job, gpus, limit.gpus, limit.jobs,
+        args: list[str | int] = [member(job, attempt), job, gpus, limit.gpus, limit.jobs,
                 -1 if cluster_free is None else cluster_free, int(time.time() * 1000), namespace]
-        keys = [*self._keys(namespace), self._registry]
+        keys = [*self._keys(namespace), self.keys.quota_namespaces]
         outcome, used, jobs, position, cluster_ok = self._admit(keys=keys, args=args)
         if outcome in ("ok", "held"):
             return Admission(True, f"admitted: {used} of {limit.gpus} GPUs, {jobs} of {limit.jobs} jobs in use "
@@ -98,7 +96,7 @@ class QuotaLedger:
         """Give back this attempt's reservation and leave the line. Idempotent; True when something was held."""
         held, line, need = self._keys(namespace)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hdel(held, _member(job, attempt))
+        pipe.hdel(held, member(job, attempt))
         pipe.zrem(line, job)
         pipe.hdel(need, job)
         return bool(pipe.execute()[0])
@@ -116,45 +114,36 @@ class QuotaLedger:
         return list(self.redis.zrange(self._keys(namespace)[1], 0, -1))  # type: ignore[arg-type]
 
     def namespaces_waiting(self) -> list[str]:
-        return self._namespaces_with("line")
+        return self._namespaces("line")
 
     def held(self, namespace: str) -> dict[str, int]:
         """`<job>#<attempt>` → GPUs currently reserved in the namespace."""
         raw: dict[str, str] = self.redis.hgetall(self._keys(namespace)[0])  # type: ignore[assignment]
-        return {member: int(gpus) for member, gpus in raw.items()}
+        return {held_by: int(gpus) for held_by, gpus in raw.items()}
 
     def namespaces_held(self) -> list[str]:
-        return self._namespaces_with("held")
+        return self._namespaces("held")
 
-    def _namespaces_with(self, kind: str) -> list[str]:
+    def _namespaces(self, kind: str) -> list[str]:
         """Registered namespaces whose `kind` key exists: two round trips, whatever the number of keys stored. A
         ledger written before the registry existed is registered from one SCAN, once."""
-        namespaces: set[str] = self.redis.smembers(self._registry)  # type: ignore[assignment]
+        namespaces: set[str] = self.redis.smembers(self.keys.quota_namespaces)  # type: ignore[assignment]
         if not namespaces:
             namespaces = self._register_from_scan()
         ordered = sorted(namespaces)
         pipe = self.redis.pipeline(transaction=False)
         for namespace in ordered:
-            pipe.exists(f"{self.prefix}quota:{kind}:{namespace}")
+            pipe.exists(self.keys.quota_key(kind, namespace))
         return [ns for ns, present in zip(ordered, pipe.execute(), strict=True) if present]
 
     def _register_from_scan(self) -> set[str]:
         found: set[str] = set()
         for kind in ("held", "line"):
-            pattern = f"{self.prefix}quota:{kind}:*"
-            found.update(key[len(pattern) - 1:] for key in self.redis.scan_iter(match=pattern, count=1000))
+            keys = self.redis.scan_iter(match=self.keys.quota_pattern(kind), count=1000)
+            found.update(self.keys.quota_namespace(kind, key) for key in keys)
         if found:
-            self.redis.sadd(self._registry, *found)
+            self.redis.sadd(self.keys.quota_namespaces, *found)
         return found
-
-
-def parse_member(member: str) -> tuple[str, int]:
-    job, _, attempt = member.rpartition("#")
-    return job, int(attempt)
-
-
-def _member(job: str, attempt: int) -> str:
-    return f"{job}#{attempt}"
 
 
 def _wait_detail(

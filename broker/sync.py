@@ -23,19 +23,20 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import secrets
 import time
-from datetime import UTC, datetime
 from typing import Any
+
+from redis.exceptions import LockError
 
 from broker.admission import admit
 from broker.backends.errors import ClusterError
-from broker.celery_app import CANCEL_TASK, SUBMIT_TASK
 from broker.context import BrokerContext
-from broker.jobs import ON_CLUSTER, TERMINAL, JobRecord, JobStatus
-from broker.quota import parse_member
+from broker.errors import StoreError
+from broker.jobs import ON_CLUSTER, TERMINAL, JobRecord, JobStatus, parse_iso
+from broker.keys import member, parse_member
+from broker.names import CANCEL_TASK, SUBMIT_TASK
 from broker.render import MANAGED_SELECTOR
-from broker.store import Change, StoreError
+from broker.store import Change
 
 S = JobStatus
 log = logging.getLogger(__name__)
@@ -79,10 +80,11 @@ def _replica_summary(statuses: dict[str, Any]) -> str:
 
 
 def sync_jobs(ctx: BrokerContext) -> SyncReport:
-    """One cycle. Skips (report.skipped) when another cycle holds the lock."""
-    lock, token = ctx.key("sync:lock"), secrets.token_hex(8)
+    """One cycle. Skips (report.skipped) when another cycle holds the lock (redis-py's `Lock`: a token per holder,
+    released only by its holder; it expires after six intervals, at least a minute, should this process die)."""
     ttl = max(60, int(ctx.settings.sync_interval_s * 6))
-    if not ctx.redis.set(lock, token, nx=True, ex=ttl):
+    lock = ctx.redis.lock(ctx.keys.sync_lock, timeout=ttl, blocking=False)
+    if not lock.acquire():
         return SyncReport(skipped=True)
     try:
         report = SyncReport()
@@ -92,13 +94,15 @@ def sync_jobs(ctx: BrokerContext) -> SyncReport:
         reconcile_quota(ctx)
         return report
     finally:
-        if ctx.redis.get(lock) == token:
-            ctx.redis.delete(lock)
+        try:
+            lock.release()
+        except LockError:
+            log.warning("status sync: the lock expired before the cycle ended; raise TRAINER_SYNC_INTERVAL_S")
 
 
 def sync_cluster_status(ctx: BrokerContext, report: SyncReport) -> None:
     for namespace, names in ctx.store.by_namespace(*ON_CLUSTER).items():
-        records = [r for r in load_records(ctx, names) if r.status in ON_CLUSTER]
+        records = [r for r in ctx.store.load(names) if r.status in ON_CLUSTER]
         try:
             objects = ctx.backend.list(namespace, MANAGED_SELECTOR)
         except ClusterError as exc:
@@ -110,31 +114,23 @@ def sync_cluster_status(ctx: BrokerContext, report: SyncReport) -> None:
         _apply(ctx, changes, report)
 
 
-def load_records(ctx: BrokerContext, names: list[str]) -> list[JobRecord]:
-    """The records of `names` in one round trip (missing ones left out)."""
-    pipe = ctx.redis.pipeline(transaction=False)
-    for name in names:
-        pipe.hgetall(ctx.store.job_key(name))
-    return [JobRecord.from_redis(raw) for raw in pipe.execute() if raw]
-
-
 def _changes(ctx: BrokerContext, records: list[JobRecord], by_name: dict[str, Any],
              report: SyncReport) -> list[Change]:
     """The transitions the LIST implies, and the vanished-object counters kept up to date: one read of the
     counters and one pipeline of writes per namespace, whatever the job count."""
     changes: list[Change] = []
-    missing_key = ctx.key("sync:missing")
+    missing_key = ctx.keys.sync_missing
     counted: dict[str, str] = ctx.redis.hgetall(missing_key)  # type: ignore[assignment]
     absent: list[JobRecord] = []
     seen_again: list[str] = []
     for record in records:
-        member = f"{record.name}#{record.attempt}"
+        attempt = member(record.name, record.attempt)
         obj = by_name.get(record.cluster_object or record.object_name())
         if obj is None:
             absent.append(record)
             continue
-        if member in counted:
-            seen_again.append(member)
+        if attempt in counted:
+            seen_again.append(attempt)
         mapped = map_status(obj)
         if mapped is None or mapped[0] in (record.status, S.SUBMITTED):  # Created alone never moves a job back
             continue
@@ -150,7 +146,7 @@ def _changes(ctx: BrokerContext, records: list[JobRecord], by_name: dict[str, An
         return changes
     pipe = ctx.redis.pipeline(transaction=False)
     for record in absent:
-        pipe.hincrby(missing_key, f"{record.name}#{record.attempt}", 1)
+        pipe.hincrby(missing_key, member(record.name, record.attempt), 1)
     if seen_again:
         pipe.hdel(missing_key, *seen_again)
     counts = pipe.execute()
@@ -176,17 +172,17 @@ def _apply(ctx: BrokerContext, changes: list[Change], report: SyncReport) -> Non
         report.changed[change.name] = change.to.value
         if change.to in TERMINAL:
             ctx.quota.release(result.namespace, result.name, result.attempt)
-            ended.append(f"{result.name}#{result.attempt}")
+            ended.append(member(result.name, result.attempt))
     if ended:
-        ctx.redis.hdel(ctx.key("sync:missing"), *ended)
+        ctx.redis.hdel(ctx.keys.sync_missing, *ended)
 
 
 def admit_waiting(ctx: BrokerContext, report: SyncReport) -> None:
     """Try every waiting job, first in line first; the quota's FIFO keeps later jobs behind earlier ones."""
     cache: dict[str, int | None] = {}
-    for name in ctx.store.names_in(S.WAITING_QUOTA):
-        record = ctx.store.get(name)
-        if record is None or record.status != S.WAITING_QUOTA:
+    for record in ctx.store.load(ctx.store.names_in(S.WAITING_QUOTA)):
+        name = record.name
+        if record.status != S.WAITING_QUOTA:
             continue
         try:
             admitted = admit(ctx, record, cache)
@@ -208,11 +204,11 @@ def requeue_stuck(ctx: BrokerContext, report: SyncReport) -> None:
     report.requeued = list(stale)
     now = time.time()
     cutoff = now - ctx.settings.requeue_after_s
-    nudged_key = ctx.key("sync:nudged")
+    nudged_key = ctx.keys.sync_nudged
     nudged: dict[str, str] = ctx.redis.hgetall(nudged_key)  # type: ignore[assignment]
-    stuck = load_records(ctx, ctx.store.names_in(S.CANCELLING, S.ADMITTED))
+    stuck = ctx.store.load(ctx.store.names_in(S.CANCELLING, S.ADMITTED))
     for record in stuck:
-        last = max(_epoch(record.updated_at), float(nudged.get(record.name, 0)))
+        last = max(parse_iso(record.updated_at) or 0.0, float(nudged.get(record.name, 0)))
         if last < cutoff:
             ctx.enqueue(CANCEL_TASK if record.status == S.CANCELLING else SUBMIT_TASK, record.name)
             ctx.redis.hset(nudged_key, record.name, str(now))
@@ -222,41 +218,17 @@ def requeue_stuck(ctx: BrokerContext, report: SyncReport) -> None:
         ctx.redis.hdel(nudged_key, *gone)
 
 
-def _epoch(stamp: str) -> float:
-    try:
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(UTC).timestamp()
-    except ValueError:
-        return 0.0
-
-
 def reconcile_quota(ctx: BrokerContext) -> None:
     """Give back reservations nobody holds any more; take jobs that stopped waiting out of the line. The records
     behind each namespace's reservations and line are read in one round trip."""
     for namespace in ctx.quota.namespaces_held():
-        members = [parse_member(member) for member in ctx.quota.held(namespace)]
-        current = _status_and_attempt(ctx, [job for job, _ in members])
-        for job, attempt in members:
-            status, current_attempt = current.get(job, (None, None))
-            if status is None or current_attempt != attempt or status in TERMINAL:
+        held = [parse_member(m) for m in ctx.quota.held(namespace)]
+        for (job, attempt), record in zip(held, ctx.store.get_many(j for j, _ in held), strict=True):
+            if record is None or record.attempt != attempt or record.status in TERMINAL:
                 ctx.quota.release(namespace, job, attempt)
     for namespace in ctx.quota.namespaces_waiting():
         line = ctx.quota.line(namespace)
-        current = _status_and_attempt(ctx, line)
-        for job in line:
-            status, _ = current.get(job, (None, None))
-            if status is None or status not in (S.QUEUED, S.WAITING_QUOTA):
+        for job, record in zip(line, ctx.store.get_many(line), strict=True):
+            if record is None or record.status not in (S.QUEUED, S.WAITING_QUOTA):
                 ctx.quota.leave_line(namespace, job)
 
-
-def _status_and_attempt(ctx: BrokerContext, names: list[str]) -> dict[str, tuple[JobStatus, int]]:
-    """Status and attempt of each existing job of `names`, in one pipeline (missing jobs left out)."""
-    if not names:
-        return {}
-    pipe = ctx.redis.pipeline(transaction=False)
-    for name in names:
-        pipe.hmget(ctx.store.job_key(name), ["status", "attempt"])
-    out: dict[str, tuple[JobStatus, int]] = {}
-    for name, (status, attempt) in zip(names, pipe.execute(), strict=True):
-        if status is not None:
-            out[name] = (JobStatus(status), int(attempt or 1))
-    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Iterable
 
 import pytest
 import redis
@@ -68,7 +69,7 @@ def test_concurrent_identical_creates_make_exactly_one_job(store: JobStore, redi
     barrier = threading.Barrier(8)
 
     def submit() -> None:
-        own = JobStore.from_url(redis_url, prefix="t:")
+        own = JobStore(redis.Redis.from_url(redis_url, decode_responses=True), prefix="t:")
         barrier.wait()
         outcomes.append(own.create(record())[1])
 
@@ -229,7 +230,7 @@ def test_store_refuses_a_client_without_decoded_responses(redis_url: str) -> Non
 def test_redis_down_surfaces_as_connection_error() -> None:
     from tests.support.redis_server import free_port
 
-    store = JobStore.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    store = JobStore(redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", decode_responses=True))
     with pytest.raises(redis.ConnectionError):
         store.create(record())
 
@@ -257,8 +258,14 @@ def test_two_filters_page_through_exactly_the_intersection_without_reading_other
     expected = [r.run_id for r in store.list_jobs(limit=100)[0] if r.framework == "meta" and r.status == "queued"]
     assert len(expected) == 10
     loaded: list[int] = []
-    real_load = store._load
-    monkeypatch.setattr(store, "_load", lambda keys: loaded.append(len(keys)) or real_load(keys))
+    real_get_many = store.get_many
+
+    def counting_get_many(names: Iterable[str]) -> list[JobRecord | None]:
+        wanted = list(names)
+        loaded.append(len(wanted))
+        return real_get_many(wanted)
+
+    monkeypatch.setattr(store, "get_many", counting_get_many)
     seen, cursor = [], None
     while True:
         page, cursor = store.list_jobs(status="queued", framework="meta", limit=4, cursor=cursor)

@@ -1,7 +1,8 @@
 """The README's configuration tables, generated from the settings code.
 
 Each service setting is a dataclass field whose docstring reads `ENV_NAME: meaning` (broker/settings.py,
-api/settings.py, and trainctl's in api/cli.py); the trainer's variables are the flag fallbacks of trainer/config.py.
+api/settings.py, and trainctl's in trainctl/client.py); the trainer's variables are the flag fallbacks of
+trainer/config.py.
 `tests/kit/test_readme.py` fails when README.md's tables differ from what this prints; refresh them with
 
     .venv/bin/python -m tests.kit.config_table --write
@@ -26,8 +27,6 @@ SECTIONS = (
 EXTRA_ROWS = {
     "KUBERNETES_SERVICE_HOST": ("(set by Kubernetes)", "its presence means in-cluster: the backend defaults to "
                                 "`kubernetes`."),
-    "KUBECONFIG": ("`~/.kube/config`", "kubeconfig of the `kubernetes` backend outside a cluster; when the file "
-                   "exists the backend defaults to `kubernetes`."),
 }
 DISPLAY_DEFAULTS = {
     "TRAINER_CLUSTER_BACKEND": "`kubernetes` in a cluster or with a kubeconfig, else `local`",
@@ -37,7 +36,7 @@ DISPLAY_DEFAULTS = {
     "TRAINER_BASE_URL": "`http://127.0.0.1:8080`",
 }
 # trainctl's own settings (a client on the caller's machine, not a service).
-CLI_SETTINGS = "api/cli.py"
+CLI_SETTINGS = "trainctl/client.py"
 TRAINER_FLAGS = {"RESUME_FROM_CHECKPOINT": "`--resume`", "TRAINING_EXTRA_ARGS_JSON": "extra `--key value` flags"}
 
 
@@ -71,7 +70,7 @@ def service_table() -> list[str]:
         read = support.env_names_in(path)
         for name in sorted(read - seen - set(EXTRA_ROWS)):
             raise SystemExit(f"{path} reads {name} but no field docstring says `{name}: meaning`")
-        for name in sorted(read & set(EXTRA_ROWS)):
+        for name in sorted((read & set(EXTRA_ROWS)) - seen):  # a field documents it already: listed once
             default, meaning = EXTRA_ROWS[name]
             lines.append(f"| `{name}` | {default} | {_cell(meaning)} |")
             seen.add(name)
