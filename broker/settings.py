@@ -8,6 +8,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from broker.launch_policy import parse_env_allow
+from broker.tenants import DEFAULT_TENANT, Tenant, TenantConfigError, implicit_tenant, parse_tenants
+
 
 class SettingsError(ValueError):
     """An environment variable holds a value the broker cannot use."""
@@ -91,21 +94,40 @@ class BrokerSettings:
     """TRAINER_VISIBILITY_TIMEOUT_S: Redis transport visibility timeout — an unacknowledged task (its worker died)
     is delivered again after this long. Must exceed the longest task (a submit with all its retries)."""
     flower_basic_auth: str | None = None
-    """FLOWER_BASIC_AUTH: `user:password[,user2:password2]`; Flower refuses to start without it."""
+    """FLOWER_BASIC_AUTH: `user:password[,user2:password2]`; Flower refuses to start without it, or with a user
+    or password that is empty, shorter than 12 characters (password) or a known demo value."""
+    tenants: dict[str, Tenant] = dataclasses.field(default_factory=lambda: {DEFAULT_TENANT: Tenant(DEFAULT_TENANT)})
+    """TRAINER_TENANTS: JSON tenants by name — namespaces, storage roots, quotas, pod settings (see
+    `broker/tenants.py` and docs/DEPLOYMENT.md); unset: one tenant `default`."""
+    storage_roots: tuple[str, ...] = ()
+    """TRAINER_STORAGE_ROOTS: without TRAINER_TENANTS, comma-separated URI prefixes runs may use (empty: any)."""
+    env_allow: tuple[str, ...] = parse_env_allow(None)
+    """TRAINER_ENV_ALLOW: comma-separated names or patterns (`*`) a request's `env` may set; interpreter, loader,
+    shell and system names are refused whatever it says (default: HF/W&B/NCCL/OMP names, `APP_*`, `USER_*`)."""
+    local_replica_env: tuple[str, ...] = ()
+    """TRAINER_LOCAL_REPLICA_ENV: local backend: comma-separated names or patterns of the worker's environment that
+    replicas inherit besides PATH, HOME, locale, PYTHONPATH and HF offline settings (e.g. a development S3's keys)."""
+    job_retention_s: int = 7 * 24 * 3600
+    """TRAINER_JOB_RETENTION_S: finished jobs (and their events) are removed this long after they finished."""
 
     def quota_for(self, namespace: str) -> Quota:
-        return self.quotas.get(namespace) or self.quotas["default"]
+        """The namespace's quota; a namespace without one (and no explicit `default`) admits nothing."""
+        return self.quotas.get(namespace) or self.quotas.get("default") or Quota(gpus=0, jobs=0)
+
+    def has_quota(self, namespace: str) -> bool:
+        return namespace in self.quotas or "default" in self.quotas
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> BrokerSettings:
         env = dict(os.environ if environ is None else environ)
+        tenants = _tenants(env)
         return cls(
             redis_url=env.get("REDIS_URL", cls.redis_url),
             key_prefix=env.get("TRAINER_REDIS_PREFIX", cls.key_prefix),
             cluster_backend=env.get("TRAINER_CLUSTER_BACKEND") or _default_backend(env),
             namespace=env.get("TRAINER_NAMESPACE", cls.namespace),
             sync_interval_s=_float(env, "TRAINER_SYNC_INTERVAL_S", cls.sync_interval_s),
-            quotas=_quotas(env.get("TRAINER_QUOTAS")),
+            quotas=_quotas(env.get("TRAINER_QUOTAS"), tenants, builtin_default=not env.get("TRAINER_TENANTS")),
             submit_max_retries=_int(env, "TRAINER_SUBMIT_MAX_RETRIES", cls.submit_max_retries),
             submit_backoff_s=_float(env, "TRAINER_SUBMIT_BACKOFF_S", cls.submit_backoff_s),
             submit_backoff_max_s=_float(env, "TRAINER_SUBMIT_BACKOFF_MAX_S", cls.submit_backoff_max_s),
@@ -122,18 +144,40 @@ class BrokerSettings:
             kube_list_page_size=_int(env, "TRAINER_KUBE_LIST_PAGE_SIZE", cls.kube_list_page_size),
             visibility_timeout_s=_int(env, "TRAINER_VISIBILITY_TIMEOUT_S", cls.visibility_timeout_s),
             flower_basic_auth=env.get("FLOWER_BASIC_AUTH") or None,
+            tenants=tenants,
+            storage_roots=_csv(env.get("TRAINER_STORAGE_ROOTS")),
+            env_allow=parse_env_allow(env.get("TRAINER_ENV_ALLOW")),
+            local_replica_env=_csv(env.get("TRAINER_LOCAL_REPLICA_ENV")),
+            job_retention_s=_int(env, "TRAINER_JOB_RETENTION_S", cls.job_retention_s),
         )
 
 
-def _quotas(raw: str | None) -> dict[str, Quota]:
-    quotas = {"default": Quota(gpus=64, jobs=20)}
+def _csv(raw: str | None) -> tuple[str, ...]:
+    return tuple(item.strip() for item in (raw or "").split(",") if item.strip())
+
+
+def _tenants(env: dict[str, str]) -> dict[str, Tenant]:
+    raw = env.get("TRAINER_TENANTS", "").strip()
     if not raw:
-        return quotas
+        namespaces = _csv(env.get("TRAINER_ALLOWED_NAMESPACES"))
+        return {DEFAULT_TENANT: implicit_tenant(namespaces, _csv(env.get("TRAINER_STORAGE_ROOTS")))}
     try:
-        data: Any = json.loads(raw)
+        return parse_tenants(raw)
+    except TenantConfigError as exc:
+        raise SettingsError(str(exc)) from exc
+
+
+def _quotas(raw: str | None, tenants: dict[str, Tenant], *, builtin_default: bool = True) -> dict[str, Quota]:
+    """Namespace quotas: `TRAINER_QUOTAS`, then each tenant's own. The built-in `default` (64 GPUs, 20 jobs) exists
+    only for a deployment without tenants; with tenants an unlisted namespace admits nothing."""
+    quotas = {"default": Quota(gpus=64, jobs=20)} if builtin_default else {}
+    try:
+        data: Any = json.loads(raw) if raw else {}
         for namespace, limits in data.items():
             quotas[namespace] = Quota(gpus=int(limits["gpus"]), jobs=int(limits["jobs"]))
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         example = '{"default": {"gpus": 64, "jobs": 20}}'
         raise SettingsError(f"TRAINER_QUOTAS must be JSON like {example}: {exc}") from exc
+    for tenant in tenants.values():
+        quotas.update({ns: Quota(gpus=q.gpus, jobs=q.jobs) for ns, q in tenant.quotas.items()})
     return quotas

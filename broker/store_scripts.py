@@ -6,16 +6,20 @@ each one separately. Index key names are built from the prefix inside TRANSITION
 """
 
 CREATE = """
--- KEYS: job, events, idx:all, idx:status:queued, idx:framework, idx:run_id, idx:namespace, entered:queued
--- ARGV: spec_hash, sort_key, now_ms, event_json, name, field, value, field, value, ...
+-- KEYS: job, events, idx:all, idx:status:queued, idx:framework, idx:run_id, idx:namespace, entered:queued,
+--       idx:tenant
+-- ARGV: spec_hash, sort_key, now_ms, event_json, name, max_jobs (-1 = no cap), field, value, field, value, ...
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local same = redis.call('HGET', KEYS[1], 'spec_hash') == ARGV[1]
   return {same and 'exists' or 'conflict', redis.call('HGETALL', KEYS[1])}
 end
+local cap = tonumber(ARGV[6])
+if cap >= 0 and redis.call('ZCARD', KEYS[9]) >= cap then return {'full', {}} end
 local fields = {}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 for i = 3, 7 do redis.call('ZADD', KEYS[i], 0, ARGV[2]) end
+redis.call('ZADD', KEYS[9], 0, ARGV[2])
 redis.call('ZADD', KEYS[8], tonumber(ARGV[3]), ARGV[5])
 redis.call('RPUSH', KEYS[2], ARGV[4])
 return {'created', {}}
@@ -42,7 +46,12 @@ end
 if to == 'queued' or to == 'waiting_quota' then set.enqueued_at = now end
 if to == 'submitted' then set.submitted_at = now end
 if to == 'running' and (redis.call('HGET', job, 'started_at') or '') == '' then set.started_at = now end
-if has(ARGV[10], to) then set.finished_at = now end
+if has(ARGV[10], to) then
+  set.finished_at = now
+  redis.call('ZADD', p .. 'finished', tonumber(ARGV[5]), name)
+elseif has(ARGV[10], cur) then
+  redis.call('ZREM', p .. 'finished', name)
+end
 for i = 11, #ARGV, 2 do set[ARGV[i]] = ARGV[i + 1] end
 local flat = {}
 for k, v in pairs(set) do flat[#flat + 1] = k; flat[#flat + 1] = v end
@@ -63,4 +72,25 @@ UPDATE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[1], unpack(ARGV, 2))
 return {'ok', redis.call('HGETALL', KEYS[1])}
+"""
+
+PURGE = """
+-- KEYS: job, events, finished; ARGV: prefix, name, cutoff_ms
+-- Removes one finished job whose retention ended: its record, events and every index entry.
+local job, p, name = KEYS[1], ARGV[1], ARGV[2]
+local score = redis.call('ZSCORE', KEYS[3], name)
+if not score or tonumber(score) > tonumber(ARGV[3]) then return 0 end
+redis.call('ZREM', KEYS[3], name)
+local f = redis.call('HMGET', job, 'sort_key', 'status', 'framework', 'run_id', 'namespace', 'tenant')
+if f[1] then
+  redis.call('ZREM', p .. 'idx:all', f[1])
+  redis.call('ZREM', p .. 'idx:status:' .. (f[2] or ''), f[1])
+  redis.call('ZREM', p .. 'idx:framework:' .. (f[3] or ''), f[1])
+  redis.call('ZREM', p .. 'idx:run_id:' .. (f[4] or ''), f[1])
+  redis.call('ZREM', p .. 'idx:namespace:' .. (f[5] or ''), f[1])
+  redis.call('ZREM', p .. 'idx:tenant:' .. ((f[6] ~= false and f[6] ~= '') and f[6] or 'default'), f[1])
+  redis.call('ZREM', p .. 'entered:' .. (f[2] or ''), name)
+end
+redis.call('DEL', job, KEYS[2])
+return 1
 """

@@ -35,6 +35,7 @@ from broker.context import BrokerContext
 from broker.jobs import ON_CLUSTER, TERMINAL, JobRecord, JobStatus
 from broker.quota import parse_member
 from broker.render import MANAGED_SELECTOR
+from broker.retention import purge_expired
 from broker.store import Change, StoreError
 
 S = JobStatus
@@ -53,6 +54,7 @@ class SyncReport:
     admitted: list[str] = dataclasses.field(default_factory=list)
     requeued: list[str] = dataclasses.field(default_factory=list)
     skipped: bool = False
+    expired: int = 0
 
 
 def map_status(obj: dict[str, Any]) -> tuple[JobStatus, str] | None:
@@ -90,6 +92,7 @@ def sync_jobs(ctx: BrokerContext) -> SyncReport:
         admit_waiting(ctx, report)
         requeue_stuck(ctx, report)
         reconcile_quota(ctx)
+        report.expired = purge_expired(ctx.store, ctx.settings.job_retention_s)
         return report
     finally:
         if ctx.redis.get(lock) == token:

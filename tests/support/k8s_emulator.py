@@ -267,8 +267,11 @@ class K8sEmulator:
         return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJobList", "metadata": meta,
                 "items": copy.deepcopy(page)}
 
-    def delete(self, namespace: str, name: str, policy: str | None) -> dict[str, Any]:
+    def delete(self, namespace: str, name: str, policy: str | None, uid: str | None = None) -> dict[str, Any]:
         obj = self.read(namespace, name)
+        if uid is not None and obj["metadata"].get("uid") != uid:
+            raise Reply(409, "Conflict", f"Precondition failed: UID in precondition: {uid}, "
+                                         f"UID in object meta: {obj['metadata'].get('uid')}")
         self.delete_policies.append(policy)
         del self.jobs[(namespace, name)]
         obj["metadata"]["deletionTimestamp"] = now()
@@ -350,7 +353,8 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, emu.list(ns, query)
         if verb == "delete":
             policy = query.get("propagationPolicy") or (body or {}).get("propagationPolicy")
-            return 200, emu.delete(ns, name, policy)
+            uid = ((body or {}).get("preconditions") or {}).get("uid")
+            return 200, emu.delete(ns, name, policy, uid)
         if verb == "patch":
             return 200, emu.patch_status(ns, name, body)
         return 200, emu.quota_list(ns)
