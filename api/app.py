@@ -22,6 +22,8 @@ from api.routes import bp as train_bp
 from api.routes import health
 from api.schemas import TrainingJobRequestSchema
 from api.settings import ApiSettings
+from api.tenants import build_tokens
+from broker.settings import SettingsError
 from broker.store import JobStore
 
 #: Every blueprint the app serves. The progress/logs blueprint of `api.observe` (issue 5) is added here.
@@ -42,6 +44,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     config = dict(config or {})
     settings: ApiSettings = config.pop("SETTINGS", None) or ApiSettings.from_env(config.pop("ENVIRON", None))
     settings.check()
+    try:
+        tokens = build_tokens(settings.broker, settings.api_tokens, settings.tenant_tokens, settings.operator_tokens)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
     enqueue = config.pop("ENQUEUE", None) or CeleryEnqueuer(settings.broker)
 
     app = Flask(__name__, static_folder=None)
@@ -55,11 +61,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         max_gpus_per_node=settings.max_gpus_per_node,
         allowed_namespaces=settings.allowed_namespaces,
         default_namespace=settings.broker.namespace,
+        env_allow=settings.broker.env_allow,
+        max_maps_bytes=settings.max_maps_bytes,
     )
     metrics = Metrics(store)
     app.extensions.update(
         job_store=store, enqueue=enqueue, request_schema=request_schema, metrics=metrics,
-        openapi=build_spec(request_schema),
+        openapi=build_spec(request_schema), tokens=tokens,
     )
 
     metrics.install(app)  # first, so refused requests are counted and timed too

@@ -13,11 +13,12 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from api import tenants
 from api.errors import ApiError, invalid
 from api.schemas import JobEventsSchema, JobListQuerySchema, status_view
 from broker.celery_app import CANCEL_TASK, SUBMIT_TASK
 from broker.jobs import CANCEL_AT_ONCE, RETRYABLE, TERMINAL, TRANSITIONS, JobRecord, JobStatus
-from broker.store import JobStore, StaleTransition
+from broker.store import JobConflict, JobStore, StaleTransition
 
 bp = Blueprint("train", __name__, url_prefix="/train")
 health = Blueprint("health", __name__)
@@ -28,6 +29,11 @@ _CANCEL_VIA_BROKER = frozenset(s for s, targets in TRANSITIONS.items() if JobSta
 
 def _store() -> JobStore:
     return current_app.extensions["job_store"]  # type: ignore[no-any-return]
+
+
+def _require(name: str) -> JobRecord:
+    """The job, when this caller may see it (another tenant's job is 404, as if it did not exist)."""
+    return tenants.visible(_store().get(name), name)
 
 
 def _enqueue(task_name: str, name: str) -> bool:
@@ -60,6 +66,11 @@ def _json_object() -> dict[str, Any]:
     return body
 
 
+def _name_taken(name: str) -> ApiError:
+    message = f"the job name {name!r} is taken; choose another job_name or run_id"
+    return ApiError(409, "conflict", message, {"job_name": [message]})
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -69,7 +80,18 @@ def submit() -> ResponseReturnValue:
     """Validate, store (before anything is enqueued), enqueue the submit task. A repeat of the same request
     returns the stored job with 200 and enqueues nothing."""
     spec = current_app.extensions["request_schema"].load(_json_object())
-    record, created = _store().create(JobRecord(name=spec.job_name, spec=spec))
+    settings = current_app.config["SETTINGS"]
+    tenant = tenants.submitting_tenant()
+    tenants.check_spec(tenant, spec, settings.broker, settings.multi_tenant)
+    try:
+        record, created = _store().create(JobRecord(name=spec.job_name, spec=spec, tenant=tenant.name),
+                                          max_jobs=tenant.max_jobs)
+    except JobConflict as exc:
+        if exc.existing.owner != tenant.name:
+            raise _name_taken(spec.job_name) from exc
+        raise
+    if record.owner != tenant.name:
+        raise _name_taken(spec.job_name)
     if not created:
         return _job_response(record, 200)
     _enqueue(SUBMIT_TASK, record.name)
@@ -81,14 +103,14 @@ def submit() -> ResponseReturnValue:
 
 @bp.get("/<name>")
 def get_job(name: str) -> ResponseReturnValue:
-    return jsonify(status_view(_store().require(name)))
+    return jsonify(status_view(_require(name)))
 
 
 @bp.get("")
 def list_jobs() -> ResponseReturnValue:
     query = JobListQuerySchema().load(request.args.to_dict())
     try:
-        records, cursor = _store().list_jobs(**query)
+        records, cursor = _store().list_jobs(**query, tenant=tenants.caller().list_filter)
     except ValueError as exc:
         raise invalid({"cursor": [str(exc)]}) from exc
     return jsonify({"jobs": [status_view(r) for r in records], "next_cursor": cursor})
@@ -97,7 +119,7 @@ def list_jobs() -> ResponseReturnValue:
 @bp.get("/<name>/events")
 def job_events(name: str) -> ResponseReturnValue:
     store = _store()
-    store.require(name)
+    _require(name)
     return jsonify(JobEventsSchema().dump({"name": name, "events": store.events(name)}))
 
 
@@ -110,7 +132,7 @@ def cancel(name: str) -> ResponseReturnValue:
     cancel task (202); already `cancelling` → 202 again; terminal → 409."""
     store = _store()
     for _ in range(5):  # the broker may move the job between our read and our write; re-read and decide again
-        record = store.require(name)
+        record = _require(name)
         try:
             if record.status in CANCEL_AT_ONCE:
                 done = store.transition(name, JobStatus.CANCELLED, reason="cancelled by request",
@@ -134,7 +156,7 @@ def cancel(name: str) -> ResponseReturnValue:
 def retry(name: str) -> ResponseReturnValue:
     """`failed`/`cancelled` → `queued` with `attempt` + 1, resuming from the latest checkpoint; else 409."""
     store = _store()
-    record = store.require(name)
+    record = _require(name)
     if record.status not in RETRYABLE:
         raise ApiError(409, "invalid_state", f"only failed or cancelled jobs can be retried; {name!r} is "
                        f"{record.status}", current_status=record.status.value)
@@ -165,8 +187,10 @@ def healthz() -> ResponseReturnValue:
 
 @health.get("/readyz")
 def readyz() -> ResponseReturnValue:
-    """Readiness: Redis answers a PING (a 503 with Retry-After otherwise, through the error handler)."""
-    _store().redis.ping()
+    """Readiness: Redis accepts a write (a 503 with Retry-After otherwise, through the error handler: unreachable,
+    or out of memory — a Redis at `maxmemory` still answers PING but refuses every new job)."""
+    store = _store()
+    store.redis.set(f"{store.prefix}readyz", "1", px=60_000)
     return jsonify({"status": "ready"})
 
 

@@ -96,7 +96,8 @@ class BrokerSettings:
     flower_basic_auth: str | None = None
     """FLOWER_BASIC_AUTH: `user:password[,user2:password2]`; Flower refuses to start without it, or with a user
     or password that is empty, shorter than 12 characters (password) or a known demo value."""
-    tenants: dict[str, Tenant] = dataclasses.field(default_factory=lambda: {DEFAULT_TENANT: Tenant(DEFAULT_TENANT)})
+    tenants: dict[str, Tenant] = dataclasses.field(
+        default_factory=lambda: {DEFAULT_TENANT: Tenant(DEFAULT_TENANT, configured=False)})
     """TRAINER_TENANTS: JSON tenants by name — namespaces, storage roots, quotas, pod settings (see
     `broker/tenants.py` and docs/DEPLOYMENT.md); unset: one tenant `default`."""
     storage_roots: tuple[str, ...] = ()
@@ -113,6 +114,11 @@ class BrokerSettings:
     def quota_for(self, namespace: str) -> Quota:
         """The namespace's quota; a namespace without one (and no explicit `default`) admits nothing."""
         return self.quotas.get(namespace) or self.quotas.get("default") or Quota(gpus=0, jobs=0)
+
+    @property
+    def tenants_configured(self) -> bool:
+        """Tenants come from `TRAINER_TENANTS` (not the implicit single tenant)."""
+        return any(t.configured for t in self.tenants.values())
 
     def has_quota(self, namespace: str) -> bool:
         return namespace in self.quotas or "default" in self.quotas

@@ -53,6 +53,8 @@ class Tenant:
     allow_root: bool = False
     run_as_user: int | None = None
     service_account: str | None = None
+    configured: bool = True
+    """False for the implicit tenant of a deployment without `TRAINER_TENANTS`."""
 
     def allows_namespace(self, namespace: str) -> bool:
         return not self.namespaces or namespace in self.namespaces
@@ -102,7 +104,7 @@ def _strings(spec: dict[str, Any], key: str, tenant: str) -> tuple[str, ...]:
 def _tenant(name: str, spec: Any) -> Tenant:
     if not isinstance(spec, dict):
         raise TenantConfigError(f"tenant {name!r} must be a JSON object")
-    unknown = set(spec) - {f.name for f in dataclasses.fields(Tenant)}
+    unknown = set(spec) - ({f.name for f in dataclasses.fields(Tenant)} - {"name", "configured"})
     if unknown:
         raise TenantConfigError(f"tenant {name!r}: unknown keys {sorted(unknown)}")
     namespaces = _strings(spec, "namespaces", name)
@@ -127,7 +129,7 @@ def _tenant(name: str, spec: Any) -> Tenant:
 
 def implicit_tenant(namespaces: tuple[str, ...], storage_roots: tuple[str, ...]) -> Tenant:
     """The one tenant of a deployment without `TRAINER_TENANTS`."""
-    return Tenant(DEFAULT_TENANT, namespaces, storage_roots)
+    return Tenant(DEFAULT_TENANT, namespaces, storage_roots, configured=False)
 
 
 def pod_security(tenant: Tenant | None) -> tuple[dict[str, Any], dict[str, Any]]:
