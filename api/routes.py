@@ -110,7 +110,8 @@ def get_job(name: str) -> ResponseReturnValue:
 def list_jobs() -> ResponseReturnValue:
     query = JobListQuerySchema().load(request.args.to_dict())
     try:
-        records, cursor = _store().list_jobs(**query, tenant=tenants.caller().list_filter)
+        scoped = current_app.config["SETTINGS"].multi_tenant
+        records, cursor = _store().list_jobs(**query, tenant=tenants.caller().list_filter if scoped else None)
     except ValueError as exc:
         raise invalid({"cursor": [str(exc)]}) from exc
     return jsonify({"jobs": [status_view(r) for r in records], "next_cursor": cursor})
