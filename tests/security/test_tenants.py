@@ -12,7 +12,7 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 
-from tests.security.conftest import A, B, OPS, request_for, tenants_env
+from tests.security.conftest import OPS, A, B, request_for, tenants_env
 from tests.support.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
