@@ -70,3 +70,22 @@ def test_flower_refuses_empty_or_trivial_credentials(value: str) -> None:
 
 def test_a_strong_flower_credential_is_accepted() -> None:
     assert weak_basic_auth("ops:Zq8v1-long-random-secret") is None
+
+
+def test_the_role_grants_only_the_calls_the_broker_makes() -> None:
+    from tests.kit.test_rbac import granted_permissions, used_permissions
+
+    assert granted_permissions() <= used_permissions()
+
+
+def test_the_deploy_script_refuses_a_demo_secret(tmp_path: Path) -> None:
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    for tool in ("docker", "kubectl"):
+        (shim / tool).write_text("#!/bin/sh\nexit 0\n")
+        (shim / tool).chmod(0o755)
+    env = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}", "DOCKER": str(shim / "docker"),
+           "KUBECTL": str(shim / "kubectl")}
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "build_and_deploy.sh"), "--no-push", "reg.example", "t1"],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3 and "known demo value" in result.stderr
