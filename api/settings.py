@@ -42,8 +42,6 @@ class ApiSettings:
     """TRAINER_MAX_NODES: largest `num_nodes` a request may ask for."""
     max_gpus_per_node: int = 8
     """TRAINER_MAX_GPUS_PER_NODE: largest `gpus_per_node` a request may ask for."""
-    allowed_namespaces: tuple[str, ...] = ()
-    """TRAINER_ALLOWED_NAMESPACES: comma-separated namespaces requests may use; empty allows any valid name."""
     max_body_bytes: int = 256 * 1024
     """TRAINER_MAX_BODY_BYTES: larger request bodies answer 413."""
     retry_after_s: int = 5
@@ -67,7 +65,6 @@ class ApiSettings:
             auth_disabled=_flag(env, "TRAINER_AUTH_DISABLED"),
             max_nodes=_int(env, "TRAINER_MAX_NODES", cls.max_nodes, minimum=1),
             max_gpus_per_node=_int(env, "TRAINER_MAX_GPUS_PER_NODE", cls.max_gpus_per_node),
-            allowed_namespaces=_csv(env.get("TRAINER_ALLOWED_NAMESPACES")),
             max_body_bytes=_int(env, "TRAINER_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1024),
             retry_after_s=_int(env, "TRAINER_RETRY_AFTER_S", cls.retry_after_s, minimum=1),
             tenant_tokens=_tenant_tokens(env.get("TRAINER_TENANT_TOKENS")),

@@ -100,6 +100,9 @@ class BrokerSettings:
         default_factory=lambda: {DEFAULT_TENANT: Tenant(DEFAULT_TENANT, configured=False)})
     """TRAINER_TENANTS: JSON tenants by name — namespaces, storage roots, quotas, pod settings (see
     `broker/tenants.py` and docs/DEPLOYMENT.md); unset: one tenant `default`."""
+    allowed_namespaces: tuple[str, ...] = ()
+    """TRAINER_ALLOWED_NAMESPACES: without TRAINER_TENANTS, comma-separated namespaces requests may use; empty allows
+    any valid name."""
     storage_roots: tuple[str, ...] = ()
     """TRAINER_STORAGE_ROOTS: without TRAINER_TENANTS, comma-separated URI prefixes runs may use (empty: any)."""
     env_allow: tuple[str, ...] = parse_env_allow(None)
@@ -151,6 +154,7 @@ class BrokerSettings:
             visibility_timeout_s=_int(env, "TRAINER_VISIBILITY_TIMEOUT_S", cls.visibility_timeout_s),
             flower_basic_auth=env.get("FLOWER_BASIC_AUTH") or None,
             tenants=tenants,
+            allowed_namespaces=_csv(env.get("TRAINER_ALLOWED_NAMESPACES")),
             storage_roots=_csv(env.get("TRAINER_STORAGE_ROOTS")),
             env_allow=parse_env_allow(env.get("TRAINER_ENV_ALLOW")),
             local_replica_env=_csv(env.get("TRAINER_LOCAL_REPLICA_ENV")),
@@ -165,8 +169,8 @@ def _csv(raw: str | None) -> tuple[str, ...]:
 def _tenants(env: dict[str, str]) -> dict[str, Tenant]:
     raw = env.get("TRAINER_TENANTS", "").strip()
     if not raw:
-        namespaces = _csv(env.get("TRAINER_ALLOWED_NAMESPACES"))
-        return {DEFAULT_TENANT: implicit_tenant(namespaces, _csv(env.get("TRAINER_STORAGE_ROOTS")))}
+        namespaces, roots = _csv(env.get("TRAINER_ALLOWED_NAMESPACES")), _csv(env.get("TRAINER_STORAGE_ROOTS"))
+        return {DEFAULT_TENANT: implicit_tenant(namespaces, roots)}
     try:
         return parse_tenants(raw)
     except TenantConfigError as exc:
