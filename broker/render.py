@@ -10,17 +10,22 @@ Rules (the operator's webhook rules and defaults are in `k8s/crds/README.md`):
   (`"1"`), because torchrun needs at least one and `"cpu"` would start one process per core.
 - Command: an argv list, never a shell. `torchrun --nnodes N --nproc_per_node P train.py --framework … --run-id …
   --checkpoint-base-uri … --checkpoint-prefix … --dataset-uri … --logs-uri … --config-uri … --model-id …
-  [--resume] [--key value …]`. The node rank, master address and master port are NOT in the argv: the operator
-  injects `PET_NODE_RANK`, `PET_MASTER_ADDR`, `PET_MASTER_PORT` into the `pytorch` container and torchrun reads
-  `PET_*` variables as the defaults of those flags (the local backend injects the same variables). No `$(VAR)`
-  expansion is used, so the argv means the same on a cluster and locally.
+  [--resume] [-- --key=value …]`. Every item (and every env value) is literal: `$` is doubled, so Kubernetes (and
+  the local backend) expand no `$(VAR)` from request input. The node rank, master address and master port are NOT
+  in the argv: the operator injects `PET_NODE_RANK`, `PET_MASTER_ADDR`, `PET_MASTER_PORT` into the `pytorch`
+  container and torchrun reads `PET_*` variables as the defaults of those flags (the local backend injects the same
+  variables). No `$(VAR)` expansion is relied on, so the argv means the same on a cluster and locally.
 - Extra args: ALL of them travel as JSON in `TRAINING_EXTRA_ARGS_JSON` (typed: lists, dicts, booleans survive).
-  Scalars (str, int, float, bool → `true`/`false`) whose key is a plain identifier are also passed as
-  `--key value` argv pairs so the command line shows them; lists, dicts and null travel only in the JSON. A key that
-  would shadow one of the fixed flags travels only in the JSON.
+  Scalars (str, int, float, bool → `true`/`false`) whose key is a plain identifier are also passed, after a `--` that
+  ends the trainer's own options, as single `--key=value` tokens so the command line shows them: a value such as
+  `--resume` or `--logs-uri=…` stays that key's value. Lists, dicts and null travel only in the JSON. A key that
+  would shadow one of the fixed flags travels only in the JSON (the API refuses such keys anyway).
 - Env: `FRAMEWORK RUN_ID MODEL_ID NUM_NODES GPUS_PER_NODE CHECKPOINT_BASE_URI CHECKPOINT_PREFIX DATASET_URI LOGS_URI
   CONFIG_URI RESUME_FROM_CHECKPOINT TRAINING_EXTRA_ARGS_JSON` (+ `CONFIG_PATH` when the request names a config),
-  then the request's own env (reserved names are skipped; the API refuses them anyway).
+  then the request's own env (only names `broker.launch_policy` allows; the API refuses the others with a 400).
+- Pods: restricted by default (`broker.tenants.pod_security`): `runAsNonRoot`, no privilege escalation, capabilities
+  dropped, `RuntimeDefault` seccomp, `automountServiceAccountToken: false`; the tenant may allow root and name a
+  service account.
 - Resources per replica, requests = limits: `cpu`, `memory` (`<n>Gi`), and `nvidia.com/gpu` when it is > 0. A
   memory-backed `/dev/shm` is mounted (torch data loaders and NCCL need more than the container default).
 - Labels: `app.kubernetes.io/managed-by: training-broker`, `training-broker.io/job`, `.../attempt`, `.../run-id`

@@ -132,8 +132,8 @@ def test_rbac_binds_the_role_to_the_broker_service_account() -> None:
 def test_the_role_grants_exactly_pytorchjobs_and_resourcequotas() -> None:
     rules = {(g, r): sorted(rule["verbs"]) for rule in obj("Role", "training-broker")["rules"]
              for g in rule["apiGroups"] for r in rule["resources"]}
-    assert rules == {("kubeflow.org", "pytorchjobs"): sorted(["get", "list", "create", "delete", "patch"]),
-                     ("", "resourcequotas"): ["get", "list"]}
+    assert rules == {("kubeflow.org", "pytorchjobs"): sorted(["get", "list", "create", "delete"]),
+                     ("", "resourcequotas"): ["list"]}
 
 
 def test_jobs_go_to_the_namespace_where_the_role_is_bound() -> None:
