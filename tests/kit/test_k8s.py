@@ -22,7 +22,7 @@ def _label(o: dict[str, Any]) -> str:
 def test_kustomize_renders_every_kind_the_deployment_needs() -> None:
     kinds = sorted({o["kind"] for o in rendered()})
     assert kinds == sorted({"Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Secret", "Service",
-                            "Deployment", "StatefulSet"})
+                            "Deployment", "StatefulSet", "NetworkPolicy"})
     namespaced = [o for o in rendered() if o["kind"] != "Namespace"]
     assert {o["metadata"]["namespace"] for o in namespaced} == {obj("Namespace", "training-broker")["metadata"]["name"]}
 
@@ -141,3 +141,14 @@ def test_jobs_go_to_the_namespace_where_the_role_is_bound() -> None:
         env = support.container_env(container)
         if support.container_role(container["command"]) in {"worker", "beat"}:
             assert env["TRAINER_NAMESPACE"] == obj("Role", "training-broker")["metadata"]["namespace"]
+
+
+def test_only_the_services_reach_redis() -> None:
+    policy = obj("NetworkPolicy", "redis-only-from-services")
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "redis"}
+    (rule,) = policy["spec"]["ingress"]
+    (source,) = rule["from"]
+    allowed = set(source["podSelector"]["matchExpressions"][0]["values"])
+    pods = {d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+            for d in support.objects("Deployment")}
+    assert allowed == pods and rule["ports"] == [{"protocol": "TCP", "port": 6379}]
