@@ -26,9 +26,9 @@ CANCEL_TASK = "broker.cancel_job"
 SYNC_TASK = "broker.sync_jobs"
 
 
-#: Values shipped in examples somewhere: never accepted as a password.
-KNOWN_DEMO_SECRETS = frozenset({"flower-demo-password", "trainer-demo-token", "password", "admin", "changeme",
-                                "change-me", "secret", "demo", "flower"})
+#: Common words: never accepted as a password (the deploy script also refuses the demo values of k8s/secret.env).
+KNOWN_DEMO_SECRETS = frozenset({"password", "password123", "admin", "administrator", "changeme", "letmein",
+                                "change-me", "secret", "demo", "flower", "qwerty123456", "123456789012"})
 MIN_PASSWORD = 12
 
 
