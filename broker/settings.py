@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from broker.launch_policy import parse_env_allow
 from broker.tenants import DEFAULT_TENANT, Tenant, TenantConfigError, implicit_tenant, parse_tenants
@@ -54,6 +55,9 @@ class Quota:
 class BrokerSettings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     """REDIS_URL: job records, events, quota ledger, and the Celery broker and result store."""
+    redis_password: str | None = None
+    """REDIS_PASSWORD: Redis' password, added to REDIS_URL when that holds none (the kustomize base sets it from the
+    Secret)."""
     key_prefix: str = "tb:"
     """TRAINER_REDIS_PREFIX: prefix of every key the job store writes."""
     cluster_backend: str = "local"
@@ -131,7 +135,8 @@ class BrokerSettings:
         env = dict(os.environ if environ is None else environ)
         tenants = _tenants(env)
         return cls(
-            redis_url=env.get("REDIS_URL", cls.redis_url),
+            redis_url=_with_password(env.get("REDIS_URL", cls.redis_url), env.get("REDIS_PASSWORD")),
+            redis_password=env.get("REDIS_PASSWORD") or None,
             key_prefix=env.get("TRAINER_REDIS_PREFIX", cls.key_prefix),
             cluster_backend=env.get("TRAINER_CLUSTER_BACKEND") or _default_backend(env),
             namespace=env.get("TRAINER_NAMESPACE", cls.namespace),
@@ -160,6 +165,14 @@ class BrokerSettings:
             local_replica_env=_csv(env.get("TRAINER_LOCAL_REPLICA_ENV")),
             job_retention_s=_int(env, "TRAINER_JOB_RETENTION_S", cls.job_retention_s),
         )
+
+
+def _with_password(url: str, password: str | None) -> str:
+    """`url` with `password` in its user info, unless it already holds one (or there is none to add)."""
+    parts = urlsplit(url)
+    if not password or parts.password is not None or "@" in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=f":{quote(password, safe='')}@{parts.netloc}"))
 
 
 def _csv(raw: str | None) -> tuple[str, ...]:

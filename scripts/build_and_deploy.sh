@@ -82,13 +82,13 @@ fi
 check_secret() {
   local file="$ROOT/k8s/secret.env" name value
   [[ -s "$file" ]] || { echo "refusing to deploy: $file is missing; create it (see docs/DEPLOYMENT.md)" >&2; exit 3; }
-  for name in TRAINER_API_TOKEN FLOWER_BASIC_AUTH; do
+  for name in TRAINER_API_TOKEN FLOWER_BASIC_AUTH REDIS_PASSWORD; do
     value="$(sed -n "s/^${name}=//p" "$file" | tail -n 1)"
     if [[ -z "$value" ]]; then
       echo "refusing to deploy: $name is missing or empty in $file" >&2; exit 3
     fi
     case "$value" in
-      *trainer-demo-token*|*flower-demo-password*|*replace-me*|*changeme*|*change-me*)
+      *trainer-demo-token*|*flower-demo-password*|*redis-demo-password*|*replace-me*|*changeme*|*change-me*)
         echo "refusing to deploy: $name in $file holds a known demo value; set a random secret" >&2; exit 3 ;;
     esac
   done

@@ -90,7 +90,7 @@ def test_flower_needs_basic_auth_and_is_only_reachable_inside_the_cluster() -> N
 
 def test_secrets_hold_the_api_token_and_flower_credentials_and_the_configmap_holds_no_secret() -> None:
     (secret,) = support.objects("Secret")
-    assert set(secret["data"]) == {"TRAINER_API_TOKEN", "FLOWER_BASIC_AUTH"}
+    assert set(secret["data"]) == {"TRAINER_API_TOKEN", "FLOWER_BASIC_AUTH", "REDIS_PASSWORD"}
     (config,) = support.objects("ConfigMap")
     assert not {k for k in config["data"] if "TOKEN" in k or "PASSWORD" in k or "SECRET" in k or "AUTH" in k}
 

@@ -89,3 +89,17 @@ def test_the_deploy_script_refuses_a_demo_secret(tmp_path: Path) -> None:
     result = subprocess.run(["bash", str(ROOT / "scripts" / "build_and_deploy.sh"), "--no-push", "reg.example", "t1"],
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 3 and "known demo value" in result.stderr
+
+
+def test_redis_requires_a_password_that_every_service_uses() -> None:
+    from tests.kit import support
+
+    (redis_set,) = support.objects("StatefulSet")
+    container = redis_set["spec"]["template"]["spec"]["containers"][0]
+    argv = container["command"]
+    assert argv[argv.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    assert {e["name"] for e in container["env"]} >= {"REDIS_PASSWORD", "REDISCLI_AUTH"}
+    for _, service in support.service_containers():
+        env = {e["name"]: e for e in service.get("env") or []}
+        assert env["REDIS_URL"]["value"] == "redis://:$(REDIS_PASSWORD)@redis:6379/0"
+        assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "REDIS_PASSWORD"
