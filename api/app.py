@@ -23,10 +23,11 @@ from api.routes import health
 from api.schemas import TrainingJobRequestSchema
 from api.settings import ApiSettings
 from api.tenants import build_tokens
+from broker.quota import QuotaLedger
 from broker.settings import SettingsError
 from broker.store import JobStore
 
-#: Every blueprint the app serves. The progress/logs blueprint of `api.observe` (issue 5) is added here.
+#: Every blueprint the app serves.
 BLUEPRINTS: list[Blueprint] = [health, train_bp, observe_bp, openapi_bp]
 
 
@@ -65,8 +66,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         max_maps_bytes=settings.max_maps_bytes,
     )
     metrics = Metrics(store)
+    quota = QuotaLedger(client, settings.broker.key_prefix)
     app.extensions.update(
-        job_store=store, enqueue=enqueue, request_schema=request_schema, metrics=metrics,
+        job_store=store, quota=quota, enqueue=enqueue, request_schema=request_schema, metrics=metrics,
         openapi=build_spec(request_schema), tokens=tokens,
     )
 

@@ -16,7 +16,7 @@ from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from broker.store import IllegalTransition, JobConflict, JobNotFound, TooManyJobs
+from broker.errors import Busy, IllegalTransition, JobConflict, JobNotFound, TooManyJobs
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,10 @@ def _illegal(exc: IllegalTransition) -> ResponseReturnValue:
     return ApiError(409, "invalid_state", str(exc), current_status=exc.current.value).response()
 
 
+def _busy(exc: Busy) -> ResponseReturnValue:
+    return ApiError(409, "busy", str(exc)).response()
+
+
 def _bug(exc: Exception) -> ResponseReturnValue:
     log.exception("unhandled error")
     return ApiError(500, "internal_error", "internal error").response()
@@ -122,6 +126,7 @@ def register(app: Flask) -> None:
     app.register_error_handler(JobNotFound, _not_found)
     app.register_error_handler(JobConflict, _conflict)
     app.register_error_handler(IllegalTransition, _illegal)
+    app.register_error_handler(Busy, _busy)
     app.register_error_handler(Exception, _bug)
 
 

@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
@@ -32,7 +32,7 @@ from flask.typing import ResponseReturnValue
 
 from api import run_files, tenants
 from api.errors import ApiError, invalid
-from broker.backends.local import LocalBackend
+from broker.backends import replica_logs
 from broker.jobs import JobRecord
 from broker.store import JobStore
 
@@ -103,8 +103,9 @@ def _load_progress(uri: str, root: str, max_bytes: int) -> dict[str, Any] | str 
 @bp.get("/<name>/progress")
 def progress(name: str) -> ResponseReturnValue:
     record = _visible(name)
-    root = record.checkpoint_prefix
-    uri = f"{root}/logs/progress.json"
+    layout = record.layout
+    root = layout.prefix
+    uri = layout.progress
     limit = current_app.config["SETTINGS"].progress_max_bytes
     try:
         data = _cache().get(uri, lambda: _load_progress(uri, root, limit))
@@ -129,13 +130,13 @@ def _tail() -> int:
 
 
 def _local_logs(record: JobRecord, tail: int) -> list[dict[str, str]]:
-    broker = current_app.config["SETTINGS"].broker
-    if broker.cluster_backend != "local" or not record.cluster_object:
+    if not record.cluster_object:
         return []
-    backend = LocalBackend(broker.local_workdir)
-    directory = backend.job_dir(record.namespace, record.cluster_object)
+    broker = current_app.config["SETTINGS"].broker
+    files = replica_logs(broker, record.namespace, record.cluster_object)
+    directory = Path(broker.local_workdir).resolve() / record.namespace / record.cluster_object
     out = []
-    for path in backend.log_files(record.namespace, record.cluster_object)[:MAX_LOG_FILES]:
+    for path in files[:MAX_LOG_FILES]:
         try:
             data = run_files.read_bytes(str(path), run_files.TAIL_BYTES, root=str(directory))
         except (FileNotFoundError, run_files.Outside):
@@ -145,7 +146,7 @@ def _local_logs(record: JobRecord, tail: int) -> list[dict[str, str]]:
 
 
 def _storage_logs(record: JobRecord, tail: int) -> list[dict[str, str]]:
-    root = f"{record.checkpoint_prefix}/logs"
+    root = record.layout.logs
     uris = [u for u in run_files.list_files(root) if u.endswith(".log")][:MAX_LOG_FILES]
     out = []
     for uri in uris:

@@ -11,7 +11,8 @@ import json
 import os
 from collections.abc import Mapping
 
-from broker.settings import BrokerSettings, SettingsError
+from broker.errors import SettingsError
+from broker.settings import BrokerSettings
 
 
 def _int(env: Mapping[str, str], key: str, default: int, minimum: int = 0) -> int:

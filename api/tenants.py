@@ -20,9 +20,9 @@ import hmac
 from flask import current_app, g
 
 from api.errors import ApiError
+from broker.errors import JobNotFound
 from broker.jobs import JobRecord, JobSpec
 from broker.settings import BrokerSettings
-from broker.store import JobNotFound
 from broker.tenants import DEFAULT_TENANT, Tenant
 
 

@@ -90,7 +90,7 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float
         try:
             if requests.get(url, timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # still starting (a loaded machine)
             pass
         time.sleep(0.2)
     raise AssertionError(f"{url} did not answer 200 within {timeout}s: {log.read_text()[-3000:]}")

@@ -58,7 +58,7 @@ def test_finished_jobs_expire_after_the_retention(app: Flask, client: FlaskClien
     assert client.get(f"/train/{name}/events", headers=A).status_code == 200  # history readable until then
     assert purge_expired(store, retention_s=3600, now=time.time() + 3601) == 1
     assert client.get(f"/train/{name}", headers=A).status_code == 404
-    leftovers = [k for k in store.redis.scan_iter(match=f"{store.prefix}*")
+    leftovers = [k for k in store.redis.scan_iter(match=f"{store.keys.prefix}*")
                  if store.redis.type(k) == "zset" and store.redis.zcard(k)]
     assert leftovers == [], leftovers  # no index still names it
 

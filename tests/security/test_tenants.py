@@ -83,7 +83,7 @@ def test_gunicorn_serves_tenants_and_a_single_token_deployment_still_works(redis
             try:
                 if requests.get(f"{base}/healthz", timeout=2).ok:
                     return base, proc
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # still importing the app
                 time.sleep(0.2)
         proc.terminate()
         raise RuntimeError("gunicorn did not start")

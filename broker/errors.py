@@ -1,10 +1,19 @@
-"""The job store's own errors (re-exported by `broker.store`)."""
+"""The broker's domain errors, in one module without dependencies, so any caller (the API's error handlers, the
+tasks) can catch them without importing the store, Redis or the cluster client.
+
+Cluster errors are the backends' own (`broker.backends.errors`): they are raised below this layer.
+"""
 
 from __future__ import annotations
 
-from broker.jobs import JobRecord, JobStatus
+from typing import TYPE_CHECKING
 
-# --- errors ----------------------------------------------------------------------------------------------------
+if TYPE_CHECKING:
+    from broker.jobs import JobRecord, JobStatus
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the broker cannot use."""
 
 
 class StoreError(Exception):
@@ -44,3 +53,11 @@ class TooManyJobs(StoreError):
 
 class StaleTransition(IllegalTransition):
     """The move is legal, but the job is not in the state (or attempt) the caller expected: it has moved on."""
+
+
+class Busy(StoreError):
+    """A lifecycle decision lost its race with the broker too many times in a row; the caller may try again."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"job {name!r} kept changing state; try again")
+        self.name = name
