@@ -39,6 +39,10 @@ def test_a_huge_progress_file_is_not_read_and_a_link_outside_is_not_followed(cli
     os.symlink(secret, logs / "stolen.log")
     assert client.get(f"/train/{name}/progress", headers=A).status_code == 404
     assert "team-b-secret" not in client.get(f"/train/{name}/logs", headers=A).get_data(as_text=True)
+    stolen_metrics = root / "b" / "metrics.jsonl"
+    stolen_metrics.write_text(json.dumps({"step": 7, "loss": 0.5, "kind": "train"}) + "\n")
+    os.symlink(stolen_metrics, logs / "metrics.jsonl")
+    assert client.get(f"/train/{name}/metrics", headers=A).status_code == 404
     (logs / "train-rank0.log").write_bytes(b"old\n" * 2_000_000 + b"last line\n")
     tail = client.get(f"/train/{name}/logs?tail=1", headers=A).json
     assert tail["logs"] == [{"file": "train-rank0.log", "text": "last line\n"}]

@@ -25,7 +25,8 @@ def test_a_tenant_sees_lists_cancels_and_retries_only_its_own_jobs(client: Flask
     other = theirs.json["name"]
     for method, path in [("get", f"/train/{other}"), ("get", f"/train/{other}/events"),
                          ("post", f"/train/{other}/cancel"), ("post", f"/train/{other}/retry"),
-                         ("get", f"/train/{other}/progress"), ("get", f"/train/{other}/logs")]:
+                         ("get", f"/train/{other}/progress"), ("get", f"/train/{other}/logs"),
+                         ("get", f"/train/{other}/metrics")]:
         answer = getattr(client, method)(path, headers=A)
         assert answer.status_code == 404, (path, answer.json)
     assert client.get(f"/train/{other}", headers=B).json["status"] == "queued"  # untouched
