@@ -30,7 +30,7 @@ def _answer(description: str, schema: str = "Error") -> dict[str, Any]:
 
 _ERRORS = {
     "401": _answer("missing token"),
-    "403": _answer("wrong token"),
+    "403": _answer("wrong token, or a namespace or storage location the tenant may not use"),
     "503": _answer("Redis unreachable (with Retry-After)"),
 }
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -47,7 +47,9 @@ def _operations() -> dict[str, dict[str, Any]]:
                 "responses": {"202": _answer("accepted and queued", "TrainingJobStatus"),
                               "200": _answer("the same request again: the existing job", "TrainingJobStatus"),
                               "400": _answer("invalid request"), "409": _answer("same name, different request"),
-                              "413": _answer("body too large"), **_ERRORS},
+                              "413": _answer("body too large"),
+                              "429": _answer("the tenant holds as many jobs as it may (with Retry-After)"),
+                              **_ERRORS},
             },
             "get": {
                 "summary": "List jobs, newest first",
@@ -74,6 +76,7 @@ def _operations() -> dict[str, dict[str, Any]]:
         "/train/{name}/progress": {"get": {"summary": "Training progress (logs/progress.json)", "parameters": [_NAME],
                                            "responses": {"200": {"description": "the last reported progress"},
                                                          "404": _answer("no such job, or no progress yet"),
+                                                         "422": _answer("progress.json larger than the limit"),
                                                          **_ERRORS}}},
         "/train/{name}/metrics": {"get": {
             "summary": "The run's metrics series (logs/metrics.jsonl): loss, eval loss, lr, tokens/s by step",

@@ -34,22 +34,24 @@ FIELDS = (*TRAIN_FIELDS, *EVAL_FIELDS, "elapsed_s")
 SUMMARY_FIELDS = ("step", "loss", "steps_per_s", "train_runtime")
 
 
-def read_windows(uri: str, max_bytes: int) -> tuple[list[bytes], bool]:
-    """Whole lines of the file within the byte budget, and whether that was the whole file.
+def read_windows(uri: str, max_bytes: int, root: str | None = None) -> tuple[list[bytes], bool]:
+    """Whole lines of the file within the byte budget, and whether that was the whole file. With `root`, a local
+    file must resolve inside it.
 
-    Raises FileNotFoundError when there is no file, `run_files.StorageUnavailable` when the store does not answer.
+    Raises FileNotFoundError when there is no file, `run_files.Outside` when it resolves outside `root`,
+    `run_files.StorageUnavailable` when the store does not answer.
     """
     window = max(1, max_bytes // WINDOWS)
-    first, size = run_files.read_range(uri, 0, window)
+    first, size = run_files.read_range(uri, 0, window, root)
     if size <= window:
         return [first], True
     if size <= max_bytes:
-        rest, _ = run_files.read_range(uri, window, size - window)
+        rest, _ = run_files.read_range(uri, window, size - window, root)
         return [first + rest], True
     chunks = [_whole_lines(first, at_start=True, at_end=False)]
     for i in range(1, WINDOWS):
         start = (size - window) * i // (WINDOWS - 1)
-        data, _ = run_files.read_range(uri, start, window)
+        data, _ = run_files.read_range(uri, start, window, root)
         chunks.append(_whole_lines(data, at_start=False, at_end=start + len(data) >= size))
     return chunks, False
 
@@ -121,11 +123,12 @@ def downsample(points: list[dict[str, Any]], max_points: int) -> list[dict[str, 
     return out
 
 
-def series(uri: str, max_points: int, max_bytes: int) -> dict[str, Any] | None:
-    """The bounded series of the metrics file at `uri` (None when there is none yet)."""
+def series(uri: str, max_points: int, max_bytes: int, root: str | None = None) -> dict[str, Any] | None:
+    """The bounded series of the metrics file at `uri` (None when there is none yet, or when a local file resolves
+    outside `root`)."""
     try:
-        chunks, complete = read_windows(uri, max_bytes)
-    except FileNotFoundError:
+        chunks, complete = read_windows(uri, max_bytes, root)
+    except (FileNotFoundError, run_files.Outside):
         return None
     points, summary = parse_rows(chunks)
     ordered = [points[s] for s in sorted(points)]

@@ -6,11 +6,12 @@ from the behaviour. Every rule refuses with a message under the field's name; no
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, post_load, validate
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from api import validators as v
 from broker.jobs import (
@@ -25,9 +26,15 @@ from broker.jobs import (
     default_job_name,
     is_reserved_env,
 )
+from broker.launch_policy import DEFAULT_ENV_ALLOW, refused_env
+
+#: Extra-arg keys that name the trainer's own settings: they would never take effect, and are refused.
+FIXED_EXTRA_KEYS = frozenset({"framework", "run_id", "checkpoint_base_uri", "checkpoint_prefix", "dataset_uri",
+                              "logs_uri", "config_uri", "model_id", "config_path", "work_dir", "resume", "help"})
 
 _MAX_MAP_ENTRIES = 100
 _MAX_TEXT = 4096
+_MAPS = ("env", "labels", "annotations", "extra_args")
 
 
 class Checked(fields.String):
@@ -135,10 +142,14 @@ class TrainingJobRequestSchema(Schema):
         max_gpus_per_node: int = 8,
         allowed_namespaces: tuple[str, ...] = (),
         default_namespace: str = "default",
+        env_allow: tuple[str, ...] = DEFAULT_ENV_ALLOW,
+        max_maps_bytes: int = 64 * 1024,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.default_namespace = default_namespace
+        self.env_allow = env_allow
+        self.max_maps_bytes = max_maps_bytes
         # Configured limits become validators of this instance, so /openapi.json shows them too.
         # marshmallow copies declared fields shallowly: build new validator lists, never append to the shared ones
         # (appending leaked one app's limits into every schema built after it in the same process).
@@ -150,6 +161,25 @@ class TrainingJobRequestSchema(Schema):
     def _add_validator(self, name: str, validator: validate.Validator) -> None:
         field = self.fields[name]
         field.validators = [*field.validators, validator]
+
+    @validates_schema
+    def _launch_policy(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """The env allow-list, extra-arg keys that would shadow the run's own settings, and the maps' total size."""
+        errors: dict[str, Any] = {}
+        env_errors = {k: [why] for k in data.get("env", {}) if (why := refused_env(k, self.env_allow))}
+        if env_errors:
+            errors["env"] = env_errors
+        fixed = {k: ["names one of the run's own settings; it cannot be set as an extra arg"]
+                 for k in data.get("extra_args", {}) if k.lower() in FIXED_EXTRA_KEYS}
+        if fixed:
+            errors["extra_args"] = fixed
+        sizes = {k: len(json.dumps(data[k], ensure_ascii=False).encode()) for k in _MAPS if k in data}
+        if sum(sizes.values()) > self.max_maps_bytes:
+            biggest = max(sizes, key=lambda k: sizes[k])
+            errors[biggest] = [f"env, labels, annotations and extra_args hold {sum(sizes.values())} bytes together, "
+                               f"more than the limit of {self.max_maps_bytes} (this one: {sizes[biggest]})"]
+        if errors:
+            raise ValidationError(errors)
 
     @post_load
     def to_spec(self, data: dict[str, Any], **kwargs: Any) -> JobSpec:

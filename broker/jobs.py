@@ -99,6 +99,7 @@ RESERVED_ENV = frozenset(
         "RANK",
         "WORLD_SIZE",
         "LOCAL_RANK",
+        "TRAINER_WORK_DIR",
     }
 )
 RESERVED_ENV_PREFIXES = ("MASTER_", "PET_")
@@ -203,6 +204,12 @@ class JobRecord:
     enqueued_at: str = ""
     cluster_object: str | None = None
     spec_hash: str = ""
+    #: The tenant that submitted the job ("" on records from before tenants: the implicit tenant `default`).
+    tenant: str = ""
+
+    @property
+    def owner(self) -> str:
+        return self.tenant or "default"
 
     @property
     def framework(self) -> str:
@@ -262,6 +269,7 @@ class JobRecord:
             enqueued_at=raw.get("enqueued_at", ""),
             cluster_object=opt("cluster_object"),
             spec_hash=raw.get("spec_hash", ""),
+            tenant=raw.get("tenant", ""),
         )
 
 

@@ -173,6 +173,8 @@ class Demo:
             "TOKENIZERS_PARALLELISM": "false",
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
+            # Local replicas inherit only what is named here: the demo's S3 (moto) endpoint and its demo keys.
+            "TRAINER_LOCAL_REPLICA_ENV": "AWS_ENDPOINT_URL,AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY,AWS_DEFAULT_REGION",
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         } | self.storage.env()
 

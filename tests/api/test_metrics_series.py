@@ -117,7 +117,8 @@ def test_a_file_beyond_the_byte_budget_is_read_in_windows_spanning_the_run(redis
     assert path.stat().st_size > 3_000_000
     reads: list[int] = []
     real = run_files.read_range
-    monkeypatch.setattr(run_files, "read_range", lambda uri, start, n: reads.append(n) or real(uri, start, n))
+    monkeypatch.setattr(run_files, "read_range",
+                        lambda uri, start, n, *root: reads.append(n) or real(uri, start, n, *root))
     body = client.get(f"/train/{job['name']}/metrics?max_points=5000", headers=AUTH).json
     assert sum(reads) <= 64 * 1024 and len(reads) == run_metrics.WINDOWS
     steps = [p["step"] for p in body["points"]]

@@ -34,10 +34,17 @@ DISPLAY_DEFAULTS = {
     "TRAINER_LOCAL_WORKDIR": "`~/.local/state/training-broker/jobs`",
     "TRAINER_MAX_BODY_BYTES": "`262144`",
     "TRAINER_BASE_URL": "`http://127.0.0.1:8080`",
+    "TRAINER_TENANTS": "(unset: one tenant `default`)",
+    "TRAINER_ENV_ALLOW": "HF, W&B, NCCL, OMP names, `APP_*`, `USER_*`",
+    "TRAINER_JOB_RETENTION_S": "`604800` (7 days)",
+    "TRAINER_TENANT_TOKENS": "(unset)",
+    "TRAINER_MAX_MAPS_BYTES": "`65536`",
+    "TRAINER_PROGRESS_MAX_BYTES": "`65536`",
 }
 # trainctl's own settings (a client on the caller's machine, not a service).
 CLI_SETTINGS = "trainctl/client.py"
-TRAINER_FLAGS = {"RESUME_FROM_CHECKPOINT": "`--resume`", "TRAINING_EXTRA_ARGS_JSON": "extra `--key value` flags"}
+TRAINER_FLAGS = {"RESUME_FROM_CHECKPOINT": "`--resume`",
+                 "TRAINING_EXTRA_ARGS_JSON": "extra `--key=value` tokens after `--`"}
 
 
 def _display(name: str, source: str) -> str:

@@ -262,8 +262,11 @@ class K8sEmulator:
         return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJobList", "metadata": meta,
                 "items": copy.deepcopy(page)}
 
-    def delete(self, namespace: str, name: str, policy: str | None) -> dict[str, Any]:
+    def delete(self, namespace: str, name: str, policy: str | None, uid: str | None = None) -> dict[str, Any]:
         obj = self.read(namespace, name)
+        if uid is not None and obj["metadata"].get("uid") != uid:
+            raise Reply(409, "Conflict", f"Precondition failed: UID in precondition: {uid}, "
+                                         f"UID in object meta: {obj['metadata'].get('uid')}")
         self.delete_policies.append(policy)
         del self.jobs[(namespace, name)]
         obj["metadata"]["deletionTimestamp"] = now()

@@ -128,7 +128,8 @@ class Handler(BaseHTTPRequestHandler):
             return 200, emu.list(ns, query)
         if verb == "delete":
             policy = query.get("propagationPolicy") or (body or {}).get("propagationPolicy")
-            return 200, emu.delete(ns, name, policy)
+            uid = ((body or {}).get("preconditions") or {}).get("uid")
+            return 200, emu.delete(ns, name, policy, uid)
         if verb == "patch":
             return 200, emu.patch_status(ns, name, body)
         return 200, emu.quota_list(ns)
