@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,36 +21,25 @@ import torch
 
 from trainer.config import ConfigError
 from trainer.context import RunContext
-from trainer.data import DatasetError, pack
+from trainer.data import DatasetError, TokenBlocks, prepare
 from trainer.dist import DistInfo
 
 
 @dataclass
 class Blocks:
-    """The packed dataset as tensors of shape [n, block_size] (eval may hold one shorter block)."""
+    """The packed dataset: memory-mapped blocks of shape [n, block_size] (eval may hold one shorter block)."""
 
-    train: torch.Tensor
-    eval: torch.Tensor
+    train: TokenBlocks
+    eval: TokenBlocks
 
 
 def load_blocks(ctx: RunContext, tokenizer: Any, max_positions: int | None) -> Blocks:
-    """Tokenize the run's train/eval split and pack it into fixed-length blocks (raises DatasetError/ConfigError)."""
+    """The run's packed train/eval blocks from the one data pipeline (raises DatasetError/ConfigError)."""
     t = ctx.config.training
     if max_positions and t.block_size > max_positions:
         raise ConfigError(f"block_size {t.block_size} exceeds the model's {max_positions} positions")
-    split = ctx.load_split()
-    eos = tokenizer.eos_token_id
-    train = pack(encode_all(tokenizer, split.train), t.block_size, eos)
-    evals = pack(encode_all(tokenizer, split.eval), t.block_size, eos, keep_short=True)
-    if not train:
-        raise DatasetError(f"dataset {ctx.config.dataset_uri} is too small for one block of {t.block_size} tokens")
-    return Blocks(torch.tensor(train, dtype=torch.long), torch.tensor(evals, dtype=torch.long))
-
-
-def encode_all(tokenizer: Any, texts: Sequence[str], batch: int = 1000) -> Iterator[list[int]]:
-    """Token ids per text, tokenized in batches (the fast tokenizer parallelizes within a batch)."""
-    for start in range(0, len(texts), batch):
-        yield from tokenizer(list(texts[start:start + batch]), add_special_tokens=False, verbose=False)["input_ids"]
+    data = prepare(ctx, tokenizer)
+    return Blocks(data.train, data.eval)
 
 
 def max_positions(model_config: Any) -> int | None:
@@ -111,7 +100,7 @@ class BlockSampler:
         return self._order[1]
 
 
-def causal_lm_batch(blocks: torch.Tensor, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+def causal_lm_batch(blocks: TokenBlocks, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
     """Inputs and labels for a causal LM (the model shifts the labels itself)."""
     ids = blocks[indices].to(device, non_blocking=True)
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
