@@ -18,6 +18,7 @@ from broker.jobs import (
     DNS1123_LABEL_RE,
     FRAMEWORKS,
     MAX_JOB_NAME,
+    TERMINAL,
     JobRecord,
     JobSpec,
     JobStatus,
@@ -164,6 +165,7 @@ class TrainingJobStatusSchema(Schema):
 
     name = fields.String(required=True)
     status = fields.Enum(JobStatus, by_value=True, required=True)
+    terminal = fields.Boolean(metadata={"description": "true once the status can change only by a retry"})
     detail = fields.String()
     framework = fields.String()
     run_id = fields.String()
@@ -187,6 +189,7 @@ def status_view(record: JobRecord) -> dict[str, Any]:
     view = {
         "name": record.name,
         "status": record.status,
+        "terminal": record.status in TERMINAL,
         "detail": record.detail,
         "framework": record.framework,
         "run_id": record.run_id,

@@ -8,8 +8,8 @@ leaves a reservation for a job still `queued`; the next try finds it held (idemp
 from __future__ import annotations
 
 from broker.context import BrokerContext
+from broker.errors import IllegalTransition
 from broker.jobs import TERMINAL, JobRecord, JobStatus
-from broker.store import IllegalTransition
 
 S = JobStatus
 ADMISSIBLE = frozenset({S.QUEUED, S.WAITING_QUOTA})

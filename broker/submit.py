@@ -20,10 +20,10 @@ from broker.admission import ADMISSIBLE, admit
 from broker.backends.errors import AlreadyExists, ClusterError, TransientClusterError
 from broker.cancel import finish_cancel
 from broker.context import BrokerContext
+from broker.errors import IllegalTransition
 from broker.jobs import ON_CLUSTER, JobRecord, JobStatus, object_name
 from broker.render import attempt_selector, render_pytorchjob
 from broker.retry import GaveUp
-from broker.store import IllegalTransition
 
 S = JobStatus
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from broker.celery_app import SUBMIT_TASK
+from broker.names import SUBMIT_TASK
 from tests.api.conftest import SEED_SAMPLE
 from tests.support.redis_server import free_port
 
