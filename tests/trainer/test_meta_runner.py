@@ -129,7 +129,10 @@ def test_fsdp_with_two_processes_under_torchrun_resumes_exactly(tiny_model: Path
     prefix = runs / "fsdp" / "framework=meta"
     layout = check_layout(LocalStorage(), str(prefix), [10, 20], total_steps=20, world_size=2)
     assert "FSDP2 sharded 2 blocks (GPT2Block)" in layout["log"]
-    assert "rank1" in (prefix / "logs" / "train-rank1.log").read_text()
+    rank1_log = (prefix / "logs" / "train-rank1.log").read_text()
+    assert "rank1" in rank1_log and "opened the node's cache" in rank1_log
+    assert "data: tokenizing" not in rank1_log and "data: tokenizing" in layout["log"]  # once per node
+    assert layout["run"]["dataset"]["fingerprint"] and layout["run"]["dataset"]["train_blocks"] > 0
     payload = torch.load(prefix / "checkpoints" / "step-000010.pt", weights_only=True)
     assert len(payload["rng"]) == 2 and payload["world_size"] == 2  # every rank's RNG state
     summary = [m for m in layout["metrics"] if m.get("kind") == "summary"]
@@ -148,3 +151,19 @@ def test_fsdp_with_two_processes_under_torchrun_resumes_exactly(tiny_model: Path
         log = (retried / "logs" / f"train-rank{rank}.log").read_text()
         assert "meta: resumed from step-000010.pt at step 10" in log
     assert train_rows(resumed["metrics"]) == train_rows(layout["metrics"])
+
+
+def test_a_bad_dataset_under_torchrun_exits_2_on_every_rank_with_its_one_line(tiny_model: Path,
+                                                                             tmp_path: Path) -> None:
+    import subprocess
+
+    dataset = tmp_path / "bad.jsonl"
+    dataset.write_text('{"text": "fine"}\n{"text": "fine"}\n{broken\n')
+    args = trainer_args("meta", "bad", str(tmp_path / "runs"), str(dataset), str(tiny_model), max_steps=5)
+    result = subprocess.run(torchrun_train_py(2, args), env=trainer_env(tmp_path / "work"), capture_output=True,
+                            text=True, timeout=400)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("train.py: ")]
+    assert lines == [f"train.py: {dataset} line 3: malformed JSON (Expecting property name enclosed in double "
+                     "quotes)"] * 2, result.stderr[-3000:]
+    assert "exitcode  : 2" in result.stderr

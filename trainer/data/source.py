@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.storage import LocalStorage, Storage, is_remote
+from trainer.storage import LocalStorage, Storage
 
 HASH_CHUNK = 8 << 20
 
@@ -59,7 +59,7 @@ def local_copies(shards: list[Shard], storage: Storage, folder: Path) -> list[Pa
     """Paths `datasets` can open: local shards as they are, S3 shards downloaded into `folder` (node-local)."""
     paths = []
     for index, shard in enumerate(shards):
-        if is_remote(shard.uri):
+        if shard.uri.startswith("s3://"):
             path = folder / f"{index:06d}-{shard.uri.rsplit('/', 1)[-1]}"
             storage.get_file(shard.uri, path)
             paths.append(path)
