@@ -22,11 +22,12 @@ from api.routes import bp as train_bp
 from api.routes import health
 from api.schemas import TrainingJobRequestSchema
 from api.settings import ApiSettings
+from api.ui import bp as ui_bp
 from broker.quota import QuotaLedger
 from broker.store import JobStore
 
-#: Every blueprint the app serves.
-BLUEPRINTS: list[Blueprint] = [health, train_bp, observe_bp, openapi_bp]
+#: Every blueprint the app serves: health, /train, the run's progress/metrics/logs, /openapi.json, the /ui/ dashboard.
+BLUEPRINTS: list[Blueprint] = [health, train_bp, observe_bp, openapi_bp, ui_bp]
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:

@@ -1,9 +1,10 @@
 """`X-TRAINER-TOKEN` authentication, checked before every request except the open endpoints.
 
-Open: `/healthz` and `/readyz` (probes carry no token) and `/metrics`. `/metrics` is open on purpose: Prometheus
-scrapes without the API token (which would otherwise have to be copied into every scrape config), and what it exposes
-is request counts and latencies per route template and job counts per status — no job names, requests or users. Put
-it behind the network policy or ingress rules if even counts are sensitive.
+Open: `/healthz` and `/readyz` (probes carry no token), `/metrics`, and the dashboard's static files under `/ui/`
+(they hold no data: the page asks for the token and sends it with every call it makes). `/metrics` is open on
+purpose: Prometheus scrapes without the API token (which would otherwise have to be copied into every scrape
+config), and what it exposes is request counts and latencies per route template and job counts per status — no job
+names, requests or users. Put it behind the network policy or ingress rules if even counts are sensitive.
 
 Tokens come from `TRAINER_API_TOKEN` (comma-separated during a rotation); each is compared in constant time. Missing
 header → 401, wrong token → 403.
@@ -18,7 +19,7 @@ from flask import Flask, current_app, request
 from api.errors import ApiError
 
 HEADER = "X-TRAINER-TOKEN"
-OPEN_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "health.metrics"})
+OPEN_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "health.metrics", "ui.index", "ui.static_file"})
 
 
 def token_ok(given: str, tokens: tuple[str, ...]) -> bool:

@@ -1,9 +1,11 @@
-"""`GET /train/<name>/progress` and `GET /train/<name>/logs`: what the trainer reports, read on demand.
+"""`GET /train/<name>/progress`, `/metrics` and `/logs`: what the trainer reports, read on demand.
 
 Neither is on the status path: `GET /train/<name>` reads Redis only, these read the run's storage (or the local
 backend's replica logs) when asked. Progress is `<checkpoint prefix>/logs/progress.json` as the trainer writes it
 (step, total_steps, loss, state, updated_at), cached in-process for a few seconds (`PROGRESS_CACHE_S` in the Flask
-config, default 3) so a poller per job does not become a storage request per poll. Logs are the local backend's
+config, default 3) so a poller per job does not become a storage request per poll. Metrics are the series of
+`<checkpoint prefix>/logs/metrics.jsonl`, bounded in bytes read and points answered (api/run_metrics.py), cached the
+same way. Logs are the local backend's
 replica logs (`master-0.log`, `worker-0.log`, …) when the job ran locally and they are still there, else the files
 of the run's `logs/` prefix; `tail` (default 200, at most 10000) limits the lines returned per file.
 
@@ -23,7 +25,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from api import run_files
+from api import run_files, run_metrics
 from api.errors import ApiError, invalid
 from broker.backends import replica_logs
 from broker.jobs import JobRecord
@@ -34,13 +36,16 @@ bp = Blueprint("observe", __name__, url_prefix="/train")
 DEFAULT_TAIL, MAX_TAIL = 200, 10_000
 DEFAULT_CACHE_S = 3.0
 _CACHE_SIZE = 1024
+#: Series cached at once (each up to `run_metrics.MAX_POINTS` points).
+_METRICS_CACHE_SIZE = 64
 
 
 class TtlCache:
     """A small thread-safe cache of loaded values (and of misses) for `ttl_s` seconds."""
 
-    def __init__(self, ttl_s: float) -> None:
+    def __init__(self, ttl_s: float, max_items: int = _CACHE_SIZE) -> None:
         self.ttl_s = ttl_s
+        self.max_items = max_items
         self._lock = threading.Lock()
         self._items: dict[str, tuple[float, Any]] = {}
 
@@ -52,8 +57,10 @@ class TtlCache:
             return hit[1]
         value = load()  # StorageUnavailable propagates and is not cached
         with self._lock:
-            if len(self._items) >= _CACHE_SIZE:
+            if len(self._items) >= self.max_items:
                 self._items = {k: v for k, v in self._items.items() if v[0] > now}
+                while len(self._items) >= self.max_items:  # all still fresh: drop the oldest
+                    del self._items[next(iter(self._items))]
             self._items[key] = (now + self.ttl_s, value)
         return value
 
@@ -62,9 +69,9 @@ def _store() -> JobStore:
     return current_app.extensions["job_store"]  # type: ignore[no-any-return]
 
 
-def _cache() -> TtlCache:
+def _cache(name: str = "progress_cache", max_items: int = _CACHE_SIZE) -> TtlCache:
     ttl = float(current_app.config.get("PROGRESS_CACHE_S", DEFAULT_CACHE_S))
-    return current_app.extensions.setdefault("progress_cache", TtlCache(ttl))  # type: ignore[no-any-return]
+    return current_app.extensions.setdefault(name, TtlCache(ttl, max_items))  # type: ignore[no-any-return]
 
 
 def _unavailable(exc: run_files.StorageUnavailable) -> ApiError:
@@ -93,6 +100,34 @@ def progress(name: str) -> ResponseReturnValue:
     if data is None:
         raise ApiError(404, "not_found", f"job {name!r} has reported no progress yet ({uri})")
     return jsonify({"name": name, "status": record.status.value, "attempt": record.attempt, "progress": data})
+
+
+def _max_points() -> int:
+    raw = request.args.get("max_points", str(run_metrics.DEFAULT_POINTS))
+    try:
+        points = int(raw)
+    except ValueError:
+        points = -1
+    if not 0 < points <= run_metrics.MAX_POINTS:
+        raise invalid({"max_points": [f"must be an integer from 1 to {run_metrics.MAX_POINTS}"]})
+    return points
+
+
+@bp.get("/<name>/metrics")
+def metrics_series(name: str) -> ResponseReturnValue:
+    max_points = _max_points()
+    record = _store().require(name)
+    uri = f"{record.checkpoint_prefix}/logs/metrics.jsonl"
+    max_bytes = int(current_app.config.get("METRICS_MAX_BYTES", run_metrics.DEFAULT_MAX_BYTES))
+    try:
+        data = _cache("metrics_cache", _METRICS_CACHE_SIZE).get(
+            f"{uri}\n{max_points}", lambda: run_metrics.series(uri, max_points, max_bytes))
+    except run_files.StorageUnavailable as exc:
+        raise _unavailable(exc) from exc
+    if data is None:
+        raise ApiError(404, "not_found", f"job {name!r} has logged no metrics yet ({uri})")
+    return jsonify({"name": name, "status": record.status.value, "attempt": record.attempt,
+                    "max_points": max_points, **data})
 
 
 def _tail() -> int:

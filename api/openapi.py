@@ -14,7 +14,7 @@ from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 from marshmallow import Schema
 
-from api import schemas
+from api import run_metrics, schemas
 from api.auth import HEADER
 
 bp = Blueprint("openapi", __name__)
@@ -75,6 +75,14 @@ def _operations() -> dict[str, dict[str, Any]]:
                                            "responses": {"200": {"description": "the last reported progress"},
                                                          "404": _answer("no such job, or no progress yet"),
                                                          **_ERRORS}}},
+        "/train/{name}/metrics": {"get": {
+            "summary": "The run's metrics series (logs/metrics.jsonl): loss, eval loss, lr, tokens/s by step",
+            "parameters": [_NAME, {"name": "max_points", "in": "query", "required": False,
+                                   "schema": {"type": "integer", "minimum": 1, "maximum": run_metrics.MAX_POINTS,
+                                              "default": run_metrics.DEFAULT_POINTS}}],
+            "responses": {"200": _answer("the series, at most max_points points", "MetricsSeries"),
+                          "400": _answer("invalid max_points"),
+                          "404": _answer("no such job, or no metrics yet"), **_ERRORS}}},
         "/train/{name}/logs": {"get": {"summary": "The trainer's log, last `tail` lines per file",
                                        "parameters": [_NAME, {"name": "tail", "in": "query", "required": False,
                                                               "schema": {"type": "integer", "minimum": 1,
@@ -82,6 +90,14 @@ def _operations() -> dict[str, dict[str, Any]]:
                                        "responses": {"200": {"description": "log files and their last lines"},
                                                      "400": _answer("invalid tail"),
                                                      "404": _answer("no such job, or no logs yet"), **_ERRORS}}},
+        # api/ui.py: the jobs dashboard. Its files are open (they hold no data); every call it makes sends the token.
+        "/ui/": {"get": {"summary": "The jobs dashboard (HTML)", "security": [],
+                         "responses": {"200": {"description": "the dashboard's page",
+                                               "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        "/ui/static/{filename}": {"get": {
+            "summary": "The dashboard's scripts and styles", "security": [],
+            "parameters": [{"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "the file"}, "404": _answer("no such file")}}},
         "/openapi.json": {"get": {"summary": "This OpenAPI description",
                                   "responses": {"200": {"description": "OpenAPI 3 document"},
                                                 "401": _ERRORS["401"], "403": _ERRORS["403"]}}},
@@ -98,6 +114,8 @@ def build_spec(request_schema: Schema) -> dict[str, Any]:
         "JobList": schemas.JobListSchema,
         "Event": schemas.EventSchema,
         "JobEvents": schemas.JobEventsSchema,
+        "MetricsPoint": schemas.MetricsPointSchema,
+        "MetricsSeries": schemas.MetricsSeriesSchema,
         "ErrorBody": schemas.ErrorBodySchema,
         "Error": schemas.ErrorSchema,
     }

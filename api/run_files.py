@@ -68,6 +68,45 @@ def read_bytes(uri: str, tail_bytes: int | None = None) -> bytes:
     return body
 
 
+def read_range(uri: str, start: int, length: int) -> tuple[bytes, int]:
+    """At most `length` bytes of the object from byte `start`, and the object's total size."""
+    path = local_path(uri)
+    if path is not None:
+        try:
+            with path.open("rb") as f:
+                size = f.seek(0, 2)
+                f.seek(min(start, size))
+                return f.read(length), size
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise FileNotFoundError(str(path)) from exc
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot read {path}: {exc.strerror}") from exc
+    bucket, key = _split_s3(uri)
+    try:
+        answer = _s3().get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{start + length - 1}")
+        body: bytes = answer["Body"].read()
+    except Exception as exc:
+        if _error_code(exc) == "InvalidRange":  # an empty object, or `start` beyond its end
+            return b"", _size_from(exc)
+        raise _s3_errors(exc, uri) from exc
+    content_range = str(answer.get("ContentRange") or "")
+    total = content_range.rpartition("/")[2]
+    return body, int(total) if total.isdigit() else len(body)
+
+
+def _error_code(exc: Exception) -> str:
+    from botocore.exceptions import ClientError
+
+    return str(exc.response.get("Error", {}).get("Code", "")) if isinstance(exc, ClientError) else ""
+
+
+def _size_from(exc: Exception) -> int:
+    """The object's size an InvalidRange answer names (`ActualObjectSize`), else 0."""
+    error = getattr(exc, "response", {}).get("Error", {})
+    size = str(error.get("ActualObjectSize", "0"))
+    return int(size) if size.isdigit() else 0
+
+
 def _read_local(path: Path, tail_bytes: int | None) -> bytes:
     try:
         with path.open("rb") as f:

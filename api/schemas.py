@@ -239,6 +239,33 @@ class JobEventsSchema(Schema):
     events = fields.List(fields.Nested(EventSchema))
 
 
+class MetricsPointSchema(Schema):
+    """One point of a run's metrics series; a metric the run did not log at that step is null."""
+
+    step = fields.Integer(required=True)
+    loss = fields.Float(allow_none=True, metadata={"description": "train loss (a bucket's mean when downsampled)"})
+    eval_loss = fields.Float(allow_none=True)
+    lr = fields.Float(allow_none=True, metadata={"description": "learning rate"})
+    tokens_per_s = fields.Float(allow_none=True)
+    grad_norm = fields.Float(allow_none=True)
+    epoch = fields.Float(allow_none=True)
+    elapsed_s = fields.Float(allow_none=True, metadata={"description": "seconds since the attempt started"})
+
+
+class MetricsSeriesSchema(Schema):
+    name = fields.String()
+    status = fields.String()
+    attempt = fields.Integer()
+    max_points = fields.Integer()
+    points = fields.List(fields.Nested(MetricsPointSchema))
+    total_points = fields.Integer(metadata={"description": "points in the rows read, before downsampling"})
+    downsampled = fields.Boolean()
+    complete = fields.Boolean(metadata={"description": "false when the file was beyond the byte budget and was "
+                                                       "read in windows spread over the run"})
+    summary = fields.Dict(allow_none=True, metadata={"description": "the run's closing row: step, loss, "
+                                                                    "steps_per_s, train_runtime"})
+
+
 class ErrorBodySchema(Schema):
     code = fields.String(metadata={"description": "machine-readable, e.g. invalid_request, not_found, conflict"})
     message = fields.String()

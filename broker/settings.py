@@ -87,7 +87,8 @@ class BrokerSettings:
     job_ttl_s: int | None = None
     """TRAINER_JOB_TTL_S: `runPolicy.ttlSecondsAfterFinished`; unset keeps finished objects (history is in Redis)."""
     kubeconfig: str | None = None
-    """KUBECONFIG: kubeconfig file(s) used when not running in a cluster (default `~/.kube/config`)."""
+    """KUBECONFIG: kubeconfig file(s) of the `kubernetes` backend outside a cluster (default `~/.kube/config`); when
+    the file exists the backend defaults to `kubernetes`."""
     kube_request_timeout_s: float = 30.0
     """TRAINER_KUBE_TIMEOUT_S: timeout of one Kubernetes API request (connect + read)."""
     kube_list_page_size: int = 500

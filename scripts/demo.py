@@ -371,6 +371,8 @@ class Demo:
         allowed = requests.get(f"{self.flower_url}/", auth=(user, password), timeout=10).status_code
         say(f"Flower: {self.flower_url}  user {user!r} password {password!r} (without them: HTTP {denied}; "
             f"with them: HTTP {allowed})")
+        say(f"Jobs dashboard: {self.api_url}/ui/  (sign in with the API token {self.token!r}; the jobs' curves are "
+            "on their pages)")
 
     def stop_local_jobs(self) -> None:
         backend = LocalBackend(self.dir / "jobs", terminate_grace_s=5)

@@ -19,6 +19,7 @@ from typing import Any
 
 FRAMEWORKS = ("hf", "nemo", "meta")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SHARDINGS = ("auto", "fsdp", "ddp", "none")
 
 # (flag dest, environment variable) for the settings the PyTorchJob passes both ways.
 _ENV_FALLBACKS = {
@@ -48,6 +49,9 @@ class TrainingParams:
 
     `max_steps` (when > 0) wins over `num_epochs`. `eval_steps=None` evaluates at every `save_steps`; 0 disables
     evaluation. `precision="auto"` means bf16 (or fp16) on GPU and fp32 on CPU. `keep_checkpoints=None` keeps all.
+    `sharding`: `auto` (FSDP when the run has more than one process), `fsdp`, `ddp` or `none` (one process).
+    `activation_checkpointing` recomputes each block's activations in backward; `compile` runs `torch.compile` on
+    each block (meta runner); `async_save` writes and uploads checkpoints beside training after a staging copy.
     """
 
     max_steps: int = -1
@@ -67,6 +71,10 @@ class TrainingParams:
     keep_checkpoints: int | None = None
     seed: int = 42
     max_grad_norm: float = 1.0
+    sharding: str = "auto"
+    activation_checkpointing: bool = False
+    compile: bool = False
+    async_save: bool = True
 
 
 @dataclass(frozen=True)
@@ -248,6 +256,13 @@ def _coerce(value: Any, type_name: str) -> Any:
         if "None" in type_name:
             return None
         raise ValueError("null")
+    if type_name == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE - {""} or text in _FALSE - {""}:
+            return text in _TRUE
+        raise ValueError("not a boolean")
     if type_name.startswith("int"):
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError("not an integer")
@@ -260,6 +275,8 @@ def _coerce(value: Any, type_name: str) -> Any:
 
 
 def _describe(type_name: str) -> str:
+    if type_name == "bool":
+        return "true or false"
     base = "an integer" if type_name.startswith("int") else "a number" if type_name.startswith("float") else "a string"
     return base + (" or null" if "None" in type_name else "")
 
@@ -282,6 +299,8 @@ def _validate(p: TrainingParams) -> list[str]:
         errors.append(f"lr must be > 0 (got {p.lr})")
     if p.precision not in PRECISIONS:
         errors.append(f"precision must be one of {', '.join(PRECISIONS)} (got {p.precision!r})")
+    if p.sharding not in SHARDINGS:
+        errors.append(f"sharding must be one of {', '.join(SHARDINGS)} (got {p.sharding!r})")
     if p.keep_checkpoints is not None and p.keep_checkpoints < 1:
         errors.append("keep_checkpoints must be >= 1 (the newest complete checkpoint is always kept)")
     if not p.dataset_text_field:

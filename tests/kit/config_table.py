@@ -27,8 +27,6 @@ SECTIONS = (
 EXTRA_ROWS = {
     "KUBERNETES_SERVICE_HOST": ("(set by Kubernetes)", "its presence means in-cluster: the backend defaults to "
                                 "`kubernetes`."),
-    "KUBECONFIG": ("`~/.kube/config`", "kubeconfig of the `kubernetes` backend outside a cluster; when the file "
-                   "exists the backend defaults to `kubernetes`."),
 }
 DISPLAY_DEFAULTS = {
     "TRAINER_CLUSTER_BACKEND": "`kubernetes` in a cluster or with a kubeconfig, else `local`",
@@ -72,7 +70,7 @@ def service_table() -> list[str]:
         read = support.env_names_in(path)
         for name in sorted(read - seen - set(EXTRA_ROWS)):
             raise SystemExit(f"{path} reads {name} but no field docstring says `{name}: meaning`")
-        for name in sorted(read & set(EXTRA_ROWS)):
+        for name in sorted((read & set(EXTRA_ROWS)) - seen):  # a field documents it already: listed once
             default, meaning = EXTRA_ROWS[name]
             lines.append(f"| `{name}` | {default} | {_cell(meaning)} |")
             seen.add(name)

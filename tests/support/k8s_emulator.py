@@ -12,59 +12,35 @@ Serves `kubeflow.org/v1` PyTorchJobs and core `v1` ResourceQuotas:
 - `GET    /api/v1/namespaces/{ns}/resourcequotas`.
 
 Test controls (Python methods): `set_condition` / `set_replica_statuses` play the Training Operator;
-`remove` deletes by hand; `set_gpu_quota` adds a ResourceQuota; `fail_next`, `slow_next`, `drop_next` inject faults
-into the next N matching requests; `calls(verb, namespace)` counts what the server received (verbs: `create`,
-`get`, `list`, `delete`, `patch`, `quota`); `write_kubeconfig(path)` points a client (or a worker process) at it.
+`remove` deletes, `relabel` relabels and `put` creates by hand; `set_gpu_quota` adds a ResourceQuota;
+`fail_next`, `slow_next`, `drop_next` inject faults into the next N matching requests; `calls(verb, namespace)`
+counts what the server received (verbs: `create`, `get`, `list`, `delete`, `patch`, `quota`); `requests` logs every
+request with its answer (`RequestEntry`); `chaos` takes a random fault policy (`tests.support.k8s_chaos.Chaos`);
+`write_kubeconfig(path)` points a client (or a worker process) at it. The HTTP side lives in
+`tests.support.k8s_http`, the query helpers in `tests.support.k8s_query`.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
-import dataclasses
 import json
-import re
-import socket
 import tempfile
 import threading
-import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
+from tests.support.k8s_http import Fault, Handler, RequestEntry, verbs_of
+from tests.support.k8s_query import Reply, decode_continue, merge, parse_selector
 from tests.support.pytorchjob_rules import pytorchjob_problems
-
-JOBS_RE = re.compile(r"^/apis/kubeflow\.org/v1/namespaces/([^/]+)/pytorchjobs(?:/([^/]+))?(/status)?$")
-QUOTAS_RE = re.compile(r"^/api/v1/namespaces/([^/]+)/resourcequotas$")
 
 
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclasses.dataclass
-class Fault:
-    kind: str  # "status" | "slow" | "drop" | "drop_after"
-    remaining: int
-    verbs: frozenset[str] | None
-    status: int = 500
-    retry_after: float | None = None
-    delay_s: float = 0.0
-
-    def matches(self, verb: str) -> bool:
-        return self.remaining > 0 and (self.verbs is None or verb in self.verbs)
-
-
-class Reply(Exception):
-    """An HTTP answer other than 2xx, raised from deep inside a handler."""
-
-    def __init__(self, code: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.reason, self.message = code, reason, message
 
 
 class K8sEmulator:
@@ -83,16 +59,20 @@ class K8sEmulator:
         #: The status of a successful create: 201 like a real server; 200 reproduces a server that answers 200.
         self.create_code = 201
         self.server: ThreadingHTTPServer | None = None
+        #: Every request received, in arrival order (the invariants of tests/reliability are read from it).
+        self.requests: list[RequestEntry] = []
+        #: A fault policy asked for each request no explicit fault claimed (`tests.support.k8s_chaos.Chaos`).
+        self.chaos: Any = None
 
     # --- lifecycle --------------------------------------------------------------------------------------------
 
     def start(self) -> K8sEmulator:
         emulator = self
 
-        class Handler(_Handler):
+        class Bound(Handler):
             emu = emulator
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Bound)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
@@ -115,6 +95,8 @@ class K8sEmulator:
             self.faults.clear()
             self.counts.clear()
             self.delete_policies.clear()
+            self.requests.clear()
+            self.chaos = None
             self.create_code = 201
             self.expire_continues = 0
 
@@ -133,16 +115,16 @@ class K8sEmulator:
     def fail_next(self, n: int, status: int = 500, *, retry_after: float | None = None,
                   verbs: tuple[str, ...] | None = None) -> None:
         """The next `n` matching requests answer `status` (with `Retry-After` when given) and change nothing."""
-        self._add(Fault("status", n, _verbs(verbs), status=status, retry_after=retry_after))
+        self._add(Fault("status", n, verbs_of(verbs), status=status, retry_after=retry_after))
 
     def slow_next(self, n: int, delay_s: float, *, verbs: tuple[str, ...] | None = None) -> None:
         """The next `n` matching requests wait `delay_s` before they are served (and still take effect)."""
-        self._add(Fault("slow", n, _verbs(verbs), delay_s=delay_s))
+        self._add(Fault("slow", n, verbs_of(verbs), delay_s=delay_s))
 
     def drop_next(self, n: int, *, after_action: bool = False, verbs: tuple[str, ...] | None = None) -> None:
         """The next `n` matching requests get their connection closed without an answer — before the server acts,
         or (`after_action`) after it acted, like a create whose 201 was lost on the way back."""
-        self._add(Fault("drop_after" if after_action else "drop", n, _verbs(verbs)))
+        self._add(Fault("drop_after" if after_action else "drop", n, verbs_of(verbs)))
 
     def _add(self, fault: Fault) -> None:
         with self.lock:
@@ -154,7 +136,8 @@ class K8sEmulator:
                 if fault.matches(verb):
                     fault.remaining -= 1
                     return fault
-        return None
+        chaos = self.chaos
+        return chaos.pick(verb) if chaos is not None else None
 
     def calls(self, verb: str, namespace: str | None = None) -> int:
         with self.lock:
@@ -174,6 +157,18 @@ class K8sEmulator:
         """Delete an object by hand (kubectl delete, a TTL) without counting a request."""
         with self.lock:
             self.jobs.pop((namespace, name), None)
+
+    def relabel(self, namespace: str, name: str, labels: dict[str, str]) -> None:
+        """Replace an object's labels by hand (kubectl label --overwrite), without counting a request."""
+        with self.lock:
+            obj = self.jobs[(namespace, name)]
+            obj["metadata"]["labels"] = dict(labels)
+            self._bump(obj)
+
+    def put(self, obj: dict[str, Any]) -> None:
+        """Store an object made by someone else (another tool, a person), without counting a request."""
+        with self.lock:
+            self.create(obj["metadata"]["namespace"], copy.deepcopy(obj))
 
     def set_condition(self, namespace: str, name: str, kind: str, status: bool = True, *,
                       reason: str | None = None, message: str = "") -> None:
@@ -256,7 +251,7 @@ class K8sEmulator:
             self.expire_continues -= 1
             raise Reply(410, "Expired", "The provided continue parameter is too old to display a consistent list "
                                         "result. You can start a new list without the continue parameter.")
-        start = _decode_continue(query["continue"]) if query.get("continue") else 0
+        start = decode_continue(query["continue"]) if query.get("continue") else 0
         limit = int(query.get("limit") or 0)
         page = matching[start:start + limit] if limit else matching[start:]
         end = start + len(page)
@@ -279,172 +274,13 @@ class K8sEmulator:
         if obj is None:
             raise Reply(404, "NotFound", f'pytorchjobs.kubeflow.org "{name}" not found')
         if isinstance(body, dict) and isinstance(body.get("status"), dict):
-            obj["status"] = _merge(obj.get("status") or {}, body["status"])
+            obj["status"] = merge(obj.get("status") or {}, body["status"])
             self._bump(obj)
         return copy.deepcopy(obj)
 
     def quota_list(self, namespace: str) -> dict[str, Any]:
         return {"apiVersion": "v1", "kind": "ResourceQuotaList", "metadata": {"resourceVersion": str(self.version)},
                 "items": copy.deepcopy(self.quotas.get(namespace, []))}
-
-
-class _Handler(BaseHTTPRequestHandler):
-    emu: K8sEmulator
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
-        return
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_DELETE(self) -> None:
-        self._serve("DELETE")
-
-    def do_PATCH(self) -> None:
-        self._serve("PATCH")
-
-    def _serve(self, method: str) -> None:
-        split = urlsplit(self.path)
-        query = {k: v[-1] for k, v in parse_qs(split.query).items()}
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        route = _route(method, split.path)
-        if route is None:
-            return self._status(Reply(404, "NotFound", f"the server could not find {split.path}"))
-        verb, namespace, name = route
-        with self.emu.lock:
-            self.emu.counts[(verb, namespace)] += 1
-            generation = self.emu.generation
-        fault = self.emu.take_fault(verb)
-        if fault and fault.kind == "slow":
-            time.sleep(fault.delay_s)
-            if generation != self.emu.generation:
-                return self._drop()
-        if fault and fault.kind == "drop":
-            return self._drop()
-        if fault and fault.kind == "status":
-            return self._status(Reply(fault.status, _reason(fault.status), "injected fault"), fault.retry_after)
-        try:
-            body = json.loads(raw) if raw else None
-            with self.emu.lock:
-                code, answer = self._act(verb, namespace, name, query, body)
-        except Reply as reply:
-            return self._status(reply)
-        except ValueError:
-            return self._status(Reply(400, "BadRequest", "the body is not JSON"))
-        if fault and fault.kind == "drop_after":
-            return self._drop()
-        self._send(code, answer)
-
-    def _act(self, verb: str, ns: str, name: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
-        emu = self.emu
-        if verb == "create":
-            return emu.create_code, emu.create(ns, body)
-        if verb == "get":
-            return 200, emu.read(ns, name)
-        if verb == "list":
-            return 200, emu.list(ns, query)
-        if verb == "delete":
-            policy = query.get("propagationPolicy") or (body or {}).get("propagationPolicy")
-            return 200, emu.delete(ns, name, policy)
-        if verb == "patch":
-            return 200, emu.patch_status(ns, name, body)
-        return 200, emu.quota_list(ns)
-
-    def _send(self, code: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        try:
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout): nothing to answer
-            self.close_connection = True
-
-    def _status(self, reply: Reply, retry_after: float | None = None) -> None:
-        body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "message": reply.message, "reason": reply.reason, "code": reply.code}
-        headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else None
-        self._send(reply.code, body, headers)
-
-    def _drop(self) -> None:
-        self.close_connection = True
-        try:
-            self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-
-def _route(method: str, path: str) -> tuple[str, str, str] | None:
-    """`(verb, namespace, name)` for a path this server knows."""
-    match = JOBS_RE.match(path)
-    if match:
-        namespace, name, status = match.group(1), match.group(2) or "", bool(match.group(3))
-        verbs = {("POST", False, False): "create", ("GET", False, False): "list", ("GET", True, False): "get",
-                 ("DELETE", True, False): "delete", ("PATCH", True, True): "patch", ("GET", True, True): "get"}
-        verb = verbs.get((method, bool(name), status))
-        return (verb, namespace, name) if verb else None
-    match = QUOTAS_RE.match(path)
-    if match and method == "GET":
-        return "quota", match.group(1), ""
-    return None
-
-
-def parse_selector(text: str) -> Any:
-    """A predicate over a label dict for an equality-based selector (`k=v,k!=v,k,!k`)."""
-    tests: list[tuple[str, str, str]] = []  # (op, key, value)
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        if "!=" in part:
-            key, value = part.split("!=", 1)
-            tests.append(("!=", key.strip(), value.strip()))
-        elif "=" in part:
-            key, value = part.replace("==", "=").split("=", 1)
-            tests.append(("=", key.strip(), value.strip()))
-        elif part.startswith("!"):
-            tests.append(("absent", part[1:], ""))
-        else:
-            tests.append(("present", part, ""))
-
-    def holds(labels: dict[str, str], op: str, key: str, value: str) -> bool:
-        return {"!=": labels.get(key) != value, "=": labels.get(key) == value,
-                "absent": key not in labels, "present": key in labels}[op]
-
-    return lambda labels: all(holds(labels, *test) for test in tests)
-
-
-def _decode_continue(token: str) -> int:
-    try:
-        return int(json.loads(base64.urlsafe_b64decode(token.encode()))["start"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise Reply(400, "BadRequest", "invalid continue token") from exc
-
-
-def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _verbs(verbs: tuple[str, ...] | None) -> frozenset[str] | None:
-    return frozenset(verbs) if verbs else None
-
-
-def _reason(code: int) -> str:
-    return {429: "TooManyRequests", 500: "InternalError", 502: "BadGateway", 503: "ServiceUnavailable",
-            504: "Timeout"}.get(code, "InternalError")
 
 
 def api_client_for(emulator: K8sEmulator) -> Any:

@@ -143,6 +143,7 @@ def test_a_restart_on_the_same_work_dir_reuses_the_cache_and_says_so(tmp_path: P
                                                                      caplog: pytest.LogCaptureFixture) -> None:
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": f"row {i} of the data"} for i in range(30)])
     first = prepare(context(tmp_path, str(path)), tokenizer)
+    caplog.clear()  # only the restart's records (an earlier test may have left the root logger at INFO)
     caplog.set_level(logging.INFO)
     again = prepare(context(tmp_path, str(path), launch="launch-2"), tokenizer)
     assert first.built and not again.built and again.cache_dir == first.cache_dir
