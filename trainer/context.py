@@ -7,7 +7,7 @@ Closing it: waits for the last checkpoint upload, marks progress completed/faile
 group and removes the scratch dir.
 
 A runner's duties (all three must keep them so every framework writes the same layout):
-- train from `ctx.model_path` on `ctx.load_split()`, honouring `ctx.config.training`;
+- train from `ctx.model_path` on `trainer.data.prepare(ctx, tokenizer)`, honouring `ctx.config.training`;
 - report `ctx.reporter.metrics(...)` every `logging_steps` and `ctx.reporter.progress(...)` (rank 0 only; the
   reporter ignores other ranks);
 - checkpoint every `save_steps` (and at the end) into a local folder/file, then `ctx.checkpoints.save(step, path)`
@@ -27,7 +27,6 @@ from pathlib import Path
 
 from trainer.checkpoints import CheckpointManager, ResumePoint
 from trainer.config import RunConfig, join_uri
-from trainer.data import Split, load_split
 from trainer.dist import (
     DistInfo,
     barrier,
@@ -66,19 +65,20 @@ class RunContext:
     def output_dir(self) -> Path:
         return self.work_dir / "output"
 
-    def load_split(self) -> Split:
-        """The dataset's deterministic train/eval split (raises `DatasetError`)."""
-        t = self.config.training
-        return load_split(self.config.dataset_uri, t.dataset_text_field, t.eval_fraction, t.seed)
-
     def barrier(self) -> None:
         barrier(self.dist)
 
 
+def work_root(config: RunConfig) -> Path:
+    """The node-local work dir: `config.work_dir`, or `trainer/` under the system temp dir. Launch scratch dirs and
+    the dataset cache (which outlives a launch) live under it."""
+    return Path(config.work_dir) if config.work_dir else Path(tempfile.gettempdir()) / "trainer"
+
+
 def scratch_dir(config: RunConfig, environ: Mapping[str, str]) -> Path:
     """A folder unique to this launch and shared by the ranks of this node (torchrun workers share their agent's
-    pid), under `config.work_dir` or the system temp dir."""
-    root = Path(config.work_dir) if config.work_dir else Path(tempfile.gettempdir()) / "trainer"
+    pid), under `work_root(config)`."""
+    root = work_root(config)
     if "LOCAL_RANK" in environ:
         launch = f"agent{os.getppid()}-restart{environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
     else:

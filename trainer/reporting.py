@@ -29,7 +29,8 @@ from trainer.storage import ObjectNotFound, Storage, write_json
 
 log = logging.getLogger(__name__)
 
-LIBRARIES = ("torch", "transformers", "tokenizers", "accelerate", "lightning", "nemo_toolkit", "boto3", "safetensors")
+LIBRARIES = ("torch", "transformers", "tokenizers", "datasets", "pyarrow", "accelerate", "lightning", "nemo_toolkit",
+             "boto3", "safetensors")
 LOG_FORMAT = "%(asctime)s %(levelname)s rank{rank} %(name)s: %(message)s"
 
 
@@ -95,6 +96,7 @@ class Reporter:
         self.log_file = local_dir / f"train-rank{dist.rank}.log"
         self.started = time.monotonic()
         self.started_at = now_iso()
+        self._run_extra: dict[str, Any] = {}
         self._interval = upload_interval_s
         self._lock = threading.Lock()
         self._upload_lock = threading.Lock()
@@ -137,11 +139,13 @@ class Reporter:
         return len(kept)
 
     def write_run_config(self, extra: Mapping[str, Any] | None = None) -> None:
-        """`config/run.json`: resolved config, world size, versions, start time (rank 0, uploaded now)."""
+        """`config/run.json`: resolved config, world size, versions, start time (rank 0, uploaded now). A later call
+        adds its `extra` keys to the earlier ones (e.g. the dataset's fingerprint once the data is prepared)."""
         if not self.dist.is_main:
             return
+        self._run_extra.update(extra or {})
         data = {"config": self.config.to_dict(), "world_size": self.dist.world_size, "started_at": self.started_at,
-                "versions": library_versions(), "host": platform.node(), **dict(extra or {})}
+                "versions": library_versions(), "host": platform.node(), **self._run_extra}
         write_json(self.storage, join_uri(self.config.config_uri, "run.json"), data)
 
     def metrics(self, step: int, loss: float | None, lr: float | None, tokens_per_s: float | None,

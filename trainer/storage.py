@@ -49,6 +49,11 @@ class Storage(Protocol):
         """Delete one object; deleting a missing one is not an error."""
         ...
 
+    def content_tag(self, uri: str) -> str:
+        """A string that changes when the object's bytes change (S3: ETag and size; local: a hash of the bytes).
+        Raises `ObjectNotFound`."""
+        ...
+
 
 def storage_for(uri: str) -> Storage:
     """The storage that serves `uri`: `S3Storage` for `s3://`, `LocalStorage` for paths and `file://`."""
@@ -126,6 +131,18 @@ class LocalStorage:
         for uri in sorted(found):
             if start_after is None or uri > start_after:
                 yield uri
+
+    def content_tag(self, uri: str) -> str:
+        import xxhash
+
+        digest = xxhash.xxh3_128()
+        try:
+            with self.path(uri).open("rb") as fh:
+                while chunk := fh.read(8 << 20):
+                    digest.update(chunk)
+        except (FileNotFoundError, IsADirectoryError) as exc:
+            raise ObjectNotFound(uri) from exc
+        return f"xxh3:{digest.hexdigest()}"
 
     def delete(self, uri: str) -> None:
         """Remove the file and the folders it leaves empty (an object store has no empty folders either)."""
@@ -231,6 +248,18 @@ class S3Storage:
     def delete(self, uri: str) -> None:
         bucket, key = split_s3(uri)
         self.client.delete_object(Bucket=bucket, Key=key)
+
+    def content_tag(self, uri: str) -> str:
+        from botocore.exceptions import ClientError
+
+        bucket, key = split_s3(uri)
+        try:
+            head = self.client.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if _is_not_found(exc):
+                raise ObjectNotFound(uri) from exc
+            raise
+        return f"etag:{head['ETag'].strip(chr(34))}:{head['ContentLength']}"
 
 
 def _is_not_found(exc: Any) -> bool:

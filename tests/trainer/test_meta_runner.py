@@ -151,6 +151,12 @@ def test_fsdp_two_processes_reshard_from_one_resume_exactly_and_back_to_one(refe
         assert "FSDP2 sharded 2 blocks (GPT2Block)" in log
         assert f"meta: rank {rank} read its share of the weights" in log  # no full copy per rank
         assert "meta: resumed from dcp-000010 at step 10 (data epoch" in log and "written by 1 processes, now 2" in log
+    rank1_log = (prefix / "logs" / "train-rank1.log").read_text()
+    assert "opened the node's cache" in rank1_log  # local rank 0 tokenized once for the node
+    assert "data: tokenizing" not in rank1_log and "data: tokenizing" in layout["log"]
+    dataset = layout["run"]["dataset"]
+    assert dataset["fingerprint"] == reference_run["layout"]["run"]["dataset"]["fingerprint"]
+    assert dataset["train_blocks"] > 0
     manifest = layout["manifests"][20]
     sizes = {f.path.rsplit("/", 1)[1]: f.size for f in manifest.files}
     assert manifest.metadata["world_size"] == 2 and {"__0_0.distcp", "__1_0.distcp"} <= sizes.keys()
@@ -169,6 +175,7 @@ def test_fsdp_two_processes_reshard_from_one_resume_exactly_and_back_to_one(refe
     resumed = check_layout(LocalStorage(), str(retried), [10, 20, 30], total_steps=30, world_size=2)
     for rank in (0, 1):
         assert "meta: resumed from dcp-000020 at step 20" in (retried / "logs" / f"train-rank{rank}.log").read_text()
+    assert "skipping tokenization" in resumed["log"]  # the node's cache outlives the crashed attempt
     assert train_rows(resumed["metrics"]) == train_rows(layout["metrics"])
 
     # And the two-process checkpoint of step 30 continues on one process.
@@ -179,3 +186,19 @@ def test_fsdp_two_processes_reshard_from_one_resume_exactly_and_back_to_one(refe
     back = check_layout(LocalStorage(), str(prefix), [10, 20, 30, 40], total_steps=40)
     assert [r["step"] for r in back["train_rows"]] == [5, 10, 15, 20, 25, 30, 35, 40]
     assert back["train_rows"][-1]["loss"] < back["train_rows"][0]["loss"]
+
+
+def test_a_bad_dataset_under_torchrun_exits_2_on_every_rank_with_its_one_line(tiny_model: Path,
+                                                                             tmp_path: Path) -> None:
+    import subprocess
+
+    dataset = tmp_path / "bad.jsonl"
+    dataset.write_text('{"text": "fine"}\n{"text": "fine"}\n{broken\n')
+    args = trainer_args("meta", "bad", str(tmp_path / "runs"), str(dataset), str(tiny_model), max_steps=5)
+    result = subprocess.run(torchrun_train_py(2, args), env=trainer_env(tmp_path / "work"), capture_output=True,
+                            text=True, timeout=400)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("train.py: ")]
+    assert lines == [f"train.py: {dataset} line 3: malformed JSON (Expecting property name enclosed in double "
+                     "quotes)"] * 2, result.stderr[-3000:]
+    assert "exitcode  : 2" in result.stderr

@@ -1,5 +1,5 @@
 """The pieces every runner shares: one precision mapping (what each framework's flag becomes), the eval cadence and
-tokens per step, and batched tokenizing that keeps the order of the texts."""
+tokens per step."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from trainer.config import ConfigError, TrainingParams
 from trainer.dist import DistInfo
 from trainer.runners.common import (
     check_block_size,
-    encode_all,
     eval_every,
     resolve_precision,
     tokens_per_step,
@@ -56,15 +55,3 @@ def test_eval_cadence_tokens_per_step_and_block_size_limit() -> None:
     check_block_size(32, Config())
     with pytest.raises(ConfigError, match="block_size 33 exceeds the model's 32 positions"):
         check_block_size(33, Config())
-
-
-def test_encode_all_tokenizes_in_batches_keeping_order() -> None:
-    calls: list[int] = []
-
-    def tokenizer(texts: list[str], **kwargs: object) -> dict[str, list[list[int]]]:
-        calls.append(len(texts))
-        return {"input_ids": [[len(t)] for t in texts]}
-
-    texts = ["a" * n for n in range(1, 6)]
-    assert list(encode_all(tokenizer, texts, batch=2)) == [[1], [2], [3], [4], [5]]
-    assert calls == [2, 2, 1]

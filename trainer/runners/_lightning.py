@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from trainer.context import RunContext
+from trainer.data import TokenBlocks
 from trainer.runners._loop import (
     Blocks,
     BlockSampler,
@@ -169,7 +170,7 @@ class TrainLoader:
     """An endless, seekable stream of this rank's train micro-batches (data epochs roll over inside it), so one
     Lightning epoch is the whole run and a resumed run picks up at the checkpoint's data position."""
 
-    def __init__(self, blocks: torch.Tensor, sampler: BlockSampler) -> None:
+    def __init__(self, blocks: TokenBlocks, sampler: BlockSampler) -> None:
         self.blocks = blocks
         self.sampler = sampler
 

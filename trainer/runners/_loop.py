@@ -20,30 +20,24 @@ from typing import Any
 import torch
 
 from trainer.context import RunContext
-from trainer.data import DatasetError, pack
+from trainer.data import DatasetError, TokenBlocks, prepare
 from trainer.dist import DistInfo
-from trainer.runners.common import check_block_size, encode_all
+from trainer.runners.common import check_block_size
 
 
 @dataclass
 class Blocks:
-    """The packed dataset as tensors of shape [n, block_size] (eval may hold one shorter block)."""
+    """The packed dataset: memory-mapped blocks of shape [n, block_size] (eval may hold one shorter block)."""
 
-    train: torch.Tensor
-    eval: torch.Tensor
+    train: TokenBlocks
+    eval: TokenBlocks
 
 
 def load_blocks(ctx: RunContext, tokenizer: Any, model_config: Any) -> Blocks:
-    """Tokenize the run's train/eval split and pack it into fixed-length blocks (raises DatasetError/ConfigError)."""
-    t = ctx.config.training
-    check_block_size(t.block_size, model_config)
-    split = ctx.load_split()
-    eos = tokenizer.eos_token_id
-    train = pack(encode_all(tokenizer, split.train), t.block_size, eos)
-    evals = pack(encode_all(tokenizer, split.eval), t.block_size, eos, keep_short=True)
-    if not train:
-        raise DatasetError(f"dataset {ctx.config.dataset_uri} is too small for one block of {t.block_size} tokens")
-    return Blocks(torch.tensor(train, dtype=torch.long), torch.tensor(evals, dtype=torch.long))
+    """The run's packed train/eval blocks from the one data pipeline (raises DatasetError/ConfigError)."""
+    check_block_size(ctx.config.training.block_size, model_config)
+    data = prepare(ctx, tokenizer)
+    return Blocks(data.train, data.eval)
 
 
 class BlockSampler:
@@ -100,7 +94,7 @@ class BlockSampler:
         return self._order[1]
 
 
-def causal_lm_batch(blocks: torch.Tensor, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+def causal_lm_batch(blocks: TokenBlocks, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
     """Inputs and labels for a causal LM (the model shifts the labels itself)."""
     ids = blocks[indices].to(device, non_blocking=True)
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}

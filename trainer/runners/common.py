@@ -1,6 +1,6 @@
-"""What every runner needs, whatever its framework: tokenizing texts in batches, the model's position limit, the
-evaluation cadence, tokens per optimizer step and its throughput meter, a sum over ranks, and the one mapping from
-the request's `precision` to what the run computes in.
+"""What every runner needs, whatever its framework: the model's position limit, the evaluation cadence, tokens
+per optimizer step and its throughput meter, a sum over ranks, and the one mapping from the request's `precision`
+to what the run computes in.
 
 Light on purpose: torch is imported only inside the functions that need it.
 """
@@ -8,17 +8,10 @@ Light on purpose: torch is imported only inside the functions that need it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
 from typing import Any
 
 from trainer.config import ConfigError, TrainingParams
 from trainer.dist import DistInfo
-
-
-def encode_all(tokenizer: Any, texts: Sequence[str], batch: int = 1000) -> Iterator[list[int]]:
-    """Token ids per text, tokenized in batches (the fast tokenizer parallelizes within a batch)."""
-    for start in range(0, len(texts), batch):
-        yield from tokenizer(list(texts[start:start + batch]), add_special_tokens=False, verbose=False)["input_ids"]
 
 
 def max_positions(model_config: Any) -> int | None:

@@ -1,4 +1,4 @@
-"""The `hf` runner: `transformers.Trainer` on packed blocks of the run's JSONL dataset.
+"""The `hf` runner: `transformers.Trainer` on the packed blocks of the run's dataset (memory-mapped `datasets`).
 
 Every `checkpoint-<step>/` the Trainer saves (each `save_steps` and at the last step) is handed to the run's
 `CheckpointManager` from `on_save`: uploaded in the background to `checkpoints/checkpoint-<step>/`, then its manifest.
@@ -18,11 +18,10 @@ from typing import Any
 from transformers import TrainerCallback  # this module is imported only when framework=hf
 
 from trainer.context import RunContext
-from trainer.data import DatasetError, Split, pack
+from trainer.data import causal_lm_collate, prepare
 from trainer.runners.common import (
     Throughput,
     check_block_size,
-    encode_all,
     eval_every,
     resolve_precision,
     tokens_per_step,
@@ -34,50 +33,26 @@ LOCAL_CHECKPOINTS_KEPT = 3  # local scratch copies; the store keeps what `keep_c
 def run(ctx: RunContext) -> None:
     """Train `ctx.model_path` on `ctx.config.dataset_uri` with the HF Trainer (see the module docstring)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, default_data_collator
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Trainer
 
     t = ctx.config.training
     use_cuda = torch.cuda.is_available()
-    split = ctx.load_split()  # dataset errors surface before the model loads
+    check_block_size(t.block_size, AutoConfig.from_pretrained(ctx.model_path))
     tokenizer = AutoTokenizer.from_pretrained(ctx.model_path)
+    data = prepare(ctx, tokenizer)  # dataset errors surface before the model loads
+    train_set, eval_set = data.train.dataset, data.eval.dataset
     model = AutoModelForCausalLM.from_pretrained(ctx.model_path, dtype=torch.float32)
     model.train()  # transformers 5 returns models in eval mode
-    check_block_size(t.block_size, model.config)
-    train_set, eval_set = build_datasets(ctx, split, tokenizer)
     ctx.logger.info("hf: %d train blocks, %d eval blocks of %d tokens; %s", len(train_set), len(eval_set),
                     t.block_size, "cuda" if use_cuda else "cpu")
-    trainer = Trainer(model=model, args=training_arguments(ctx, use_cuda, bool(eval_set)),
-                      train_dataset=train_set, eval_dataset=eval_set or None, data_collator=default_data_collator,
+    trainer = Trainer(model=model, args=training_arguments(ctx, use_cuda, len(eval_set) > 0),
+                      train_dataset=train_set, eval_dataset=eval_set if len(eval_set) else None,
+                      data_collator=causal_lm_collate,
                       callbacks=[TrainerLayoutCallback(ctx)])
     resume_dir = str(ctx.resume.path) if ctx.resume else None
     if ctx.resume:
         ctx.logger.info("hf: resuming Trainer from %s (step %d)", resume_dir, ctx.resume.step)
     trainer.train(resume_from_checkpoint=resume_dir)
-
-
-class BlockDataset:
-    """Fixed-length token blocks as causal-LM examples (labels = inputs; the model shifts them)."""
-
-    def __init__(self, blocks: list[list[int]]) -> None:
-        self.blocks = blocks
-
-    def __len__(self) -> int:
-        return len(self.blocks)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        import torch
-
-        ids = torch.tensor(self.blocks[index], dtype=torch.long)
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
-
-
-def build_datasets(ctx: RunContext, split: Split, tokenizer: Any) -> tuple[BlockDataset, BlockDataset]:
-    block, eos = ctx.config.training.block_size, tokenizer.eos_token_id
-    train = pack(encode_all(tokenizer, split.train), block, eos)
-    evals = pack(encode_all(tokenizer, split.eval), block, eos, keep_short=True)
-    if not train:
-        raise DatasetError(f"dataset {ctx.config.dataset_uri} is too small for one block of {block} tokens")
-    return BlockDataset(train), BlockDataset(evals)
 
 
 def precision_flags(precision: str, use_cuda: bool) -> tuple[bool, bool]:

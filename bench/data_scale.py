@@ -1,0 +1,145 @@
+"""Training data at scale: memory and time to the first step must not grow with the dataset, nor with the ranks.
+
+One run measures, with the real trainer (`python -m trainer` / `torchrun ... trainer/train.py`, `meta` runner, the
+tiny model, one step):
+- peak RSS of the largest rank and time to the end of step 1 for a generated dataset 1x and 20x (ratio <= 1.2);
+- 2 processes on one node vs 1 on the 20x data, cold caches (ratio <= 1.3), and how many ranks tokenized (1);
+- a restart on the same work dir vs the cold start (ratio <= 0.3), the log saying the cache was reused;
+- the pipeline's tokenization throughput / the tokenizer's own batched call on the same texts (>= 0.8).
+
+`.venv/bin/python -m bench.data_scale [--rows 20000] [--scale 20] [--quick]`; `main(argv)` returns the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from tests.support.redis_server import free_port
+from trainer.tiny import build_tiny_model, write_sample_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAINING = ["--max-steps", "1", "--save-steps", "1000", "--logging-steps", "1", "--eval-steps", "0",
+            "--block-size", "128", "--batch-size", "4"]
+
+
+def launch(argv: list[str], work: Path, log: Path) -> dict[str, Any]:
+    """Run the trainer to the end of step 1; wall seconds and the peak RSS of its largest process (one rank)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TRAINER_WORK_DIR": str(work), "OMP_NUM_THREADS": "1",
+           "TOKENIZERS_PARALLELISM": "true"}
+    started = time.monotonic()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        peak = 0
+        parent = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            try:
+                for p in [parent, *parent.children(recursive=True)]:
+                    if "python" in p.name().lower() or "torchrun" in p.name().lower():
+                        peak = max(peak, p.memory_info().rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+    wall = time.monotonic() - started
+    text = log.read_text(errors="replace")
+    if proc.returncode != 0:
+        raise RuntimeError(f"trainer exited {proc.returncode}: {text[-2000:]}")
+    return {"wall_s": round(wall, 2), "peak_rss_mb": round(peak / 2**20, 1),
+            "tokenized": text.count("data: tokenizing"), "cache_hit": "skipping tokenization" in text}
+
+
+def trainer_argv(nproc: int, dataset: Path, model: Path, runs: Path, run_id: str) -> list[str]:
+    args = ["--framework", "meta", "--run-id", run_id, "--checkpoint-base-uri", str(runs), "--dataset-uri",
+            str(dataset), "--model-id", str(model), *TRAINING]
+    if nproc == 1:
+        return [sys.executable, "-m", "trainer", *args]
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    return [torchrun, f"--nproc_per_node={nproc}", "--nnodes=1", "--master_addr=127.0.0.1",
+            f"--master_port={free_port()}", str(ROOT / "trainer" / "train.py"), *args]
+
+
+def tokenizer_ratio(dataset: Path, model: Path, work: Path) -> dict[str, float]:
+    """Pipeline build (load, tokenize, pack, write) vs `tokenizer(texts)` on the same texts, same process."""
+    from transformers import AutoTokenizer
+
+    from trainer.data.build import BuildSpec, build
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    texts = [json.loads(line)["text"] for line in dataset.read_text().splitlines()]
+    started = time.monotonic()
+    for i in range(0, len(texts), 1000):
+        tokenizer(texts[i:i + 1000], add_special_tokens=False, verbose=False)
+    direct = time.monotonic() - started
+    spec = BuildSpec("text", 128, 0.1, 0, tokenizer.eos_token_id)
+    started = time.monotonic()
+    build([(str(dataset), dataset)], spec, tokenizer, work / "ratio-cache", logging.getLogger("bench"))
+    pipeline = time.monotonic() - started
+    return {"tokenizer_s": round(direct, 2), "pipeline_s": round(pipeline, 2),
+            "throughput_ratio": round(direct / pipeline, 2)}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=20_000, help="rows of the 1x dataset")
+    parser.add_argument("--scale", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (checks the bench runs, not the targets)")
+    args = parser.parse_args(argv)
+    rows = 200 if args.quick else args.rows
+    base = Path(tempfile.mkdtemp(prefix="data-scale-"))
+    sizes: dict[str, float] = {}
+    try:
+        model = build_tiny_model(base / "model")
+        small = write_sample_dataset(base / "small.jsonl", rows=rows)
+        large = write_sample_dataset(base / "large.jsonl", rows=rows * args.scale)
+        sizes = {"1x": round(small.stat().st_size / 2**20, 2), "20x": round(large.stat().st_size / 2**20, 2)}
+        runs = base / "runs"
+        one_small = launch(trainer_argv(1, small, model, runs, "s1"), base / "w-small", base / "s1.log")
+        one_large = launch(trainer_argv(1, large, model, runs, "l1"), base / "w-large", base / "l1.log")
+        warm = launch(trainer_argv(1, large, model, runs, "l1w"), base / "w-large", base / "l1w.log")
+        two_large = launch(trainer_argv(2, large, model, runs, "l2"), base / "w-two", base / "l2.log")
+        ratio = tokenizer_ratio(large, model, base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    figures = {
+        "data_mb": sizes,
+        "runs": {"1x": one_small, "20x": one_large, "20x_warm": warm, "20x_2proc": two_large},
+        "rss_ratio_20x_vs_1x": round(one_large["peak_rss_mb"] / one_small["peak_rss_mb"], 2),
+        "time_ratio_2proc_vs_1": round(two_large["wall_s"] / one_large["wall_s"], 2),
+        "ranks_tokenized_2proc": two_large["tokenized"],
+        "time_ratio_warm_vs_cold": round(warm["wall_s"] / one_large["wall_s"], 2),
+        **ratio,
+    }
+    print_table(figures, rows, args.scale)
+    return figures
+
+
+def print_table(f: dict[str, Any], rows: int, scale: int) -> None:
+    print(f"| run ({rows} rows = 1x) | processes | peak RSS per rank (MB) | wall to end of step 1 (s) | tokenized |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, procs in (("1x", 1), ("20x", 1), ("20x_warm", 1), ("20x_2proc", 2)):
+        r = f["runs"][name]
+        label = name.replace("20x", f"{scale}x")
+        print(f"| {label} | {procs} | {r['peak_rss_mb']} | {r['wall_s']} | {r['tokenized']} rank(s) |")
+    print()
+    print("| ratio | measured | target |")
+    print("| --- | --- | --- |")
+    print(f"| RSS {scale}x / 1x | {f['rss_ratio_20x_vs_1x']} | <= 1.2 |")
+    print(f"| time to step 1, 2 procs / 1 | {f['time_ratio_2proc_vs_1']} ({f['ranks_tokenized_2proc']} tokenized) "
+          "| <= 1.3, 1 rank |")
+    print(f"| time to step 1, warm restart / cold | {f['time_ratio_warm_vs_cold']} | <= 0.3 |")
+    print(f"| tokenizer throughput, pipeline / tokenizer | {f['throughput_ratio']} | >= 0.8 |")
+
+
+if __name__ == "__main__":
+    main()

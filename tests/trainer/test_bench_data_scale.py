@@ -1,0 +1,18 @@
+"""bench/data_scale.py runs end to end in its tiny mode (so it cannot rot); its targets are checked by running it."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.data_scale import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_quick_bench_measures_every_ratio_and_one_rank_tokenizes() -> None:
+    figures = main(["--quick", "--scale", "4"])
+    assert figures["ranks_tokenized_2proc"] == 1
+    assert figures["runs"]["20x_warm"]["cache_hit"] and figures["runs"]["20x_warm"]["tokenized"] == 0
+    assert figures["runs"]["20x"]["tokenized"] == 1
+    for key in ("rss_ratio_20x_vs_1x", "time_ratio_2proc_vs_1", "time_ratio_warm_vs_cold", "throughput_ratio"):
+        assert figures[key] > 0
