@@ -18,6 +18,7 @@ from api.metrics import Metrics
 from api.observe import bp as observe_bp
 from api.openapi import bp as openapi_bp
 from api.openapi import build_spec
+from api.queue_routes import bp as queue_bp
 from api.routes import bp as train_bp
 from api.routes import health
 from api.schemas import TrainingJobRequestSchema
@@ -25,7 +26,7 @@ from api.settings import ApiSettings
 from broker.store import JobStore
 
 #: Every blueprint the app serves. The progress/logs blueprint of `api.observe` (issue 5) is added here.
-BLUEPRINTS: list[Blueprint] = [health, train_bp, observe_bp, openapi_bp]
+BLUEPRINTS: list[Blueprint] = [health, train_bp, observe_bp, queue_bp, openapi_bp]
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:

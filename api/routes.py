@@ -13,10 +13,11 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from api.dryrun import answer_dry_run, dry_run_flag
 from api.errors import ApiError, invalid
 from api.schemas import JobEventsSchema, JobListQuerySchema, status_view
 from broker.celery_app import CANCEL_TASK, SUBMIT_TASK
-from broker.jobs import CANCEL_AT_ONCE, RETRYABLE, TERMINAL, TRANSITIONS, JobRecord, JobStatus
+from broker.jobs import RETRYABLE, TERMINAL, TRANSITIONS, JobRecord, JobStatus, cancels_at_once
 from broker.store import JobStore, StaleTransition
 
 bp = Blueprint("train", __name__, url_prefix="/train")
@@ -34,8 +35,12 @@ def _enqueue(task_name: str, name: str) -> bool:
     return current_app.extensions["enqueue"](task_name, name)  # type: ignore[no-any-return]
 
 
+def _view(record: JobRecord) -> dict[str, Any]:
+    return status_view(record, current_app.config["SETTINGS"].broker)
+
+
 def _job_response(record: JobRecord, status: int) -> ResponseReturnValue:
-    return jsonify(status_view(record)), status, {"Location": f"/train/{record.name}"}
+    return jsonify(_view(record)), status, {"Location": f"/train/{record.name}"}
 
 
 # --- submission ------------------------------------------------------------------------------------------------
@@ -67,8 +72,12 @@ def _refuse_constant(name: str) -> Any:
 @bp.post("")
 def submit() -> ResponseReturnValue:
     """Validate, store (before anything is enqueued), enqueue the submit task. A repeat of the same request
-    returns the stored job with 200 and enqueues nothing."""
+    returns the stored job with 200 and enqueues nothing. `?dry_run=true` stores and enqueues nothing: it answers
+    what the cluster and the admission would say (`api.dryrun`)."""
+    dry = dry_run_flag(request.args.get("dry_run"))
     spec = current_app.extensions["request_schema"].load(_json_object())
+    if dry:
+        return answer_dry_run(spec)
     record, created = _store().create(JobRecord(name=spec.job_name, spec=spec))
     if not created:
         return _job_response(record, 200)
@@ -81,7 +90,7 @@ def submit() -> ResponseReturnValue:
 
 @bp.get("/<name>")
 def get_job(name: str) -> ResponseReturnValue:
-    return jsonify(status_view(_store().require(name)))
+    return jsonify(_view(_store().require(name)))
 
 
 @bp.get("")
@@ -91,7 +100,7 @@ def list_jobs() -> ResponseReturnValue:
         records, cursor = _store().list_jobs(**query)
     except ValueError as exc:
         raise invalid({"cursor": [str(exc)]}) from exc
-    return jsonify({"jobs": [status_view(r) for r in records], "next_cursor": cursor})
+    return jsonify({"jobs": [_view(r) for r in records], "next_cursor": cursor})
 
 
 @bp.get("/<name>/events")
@@ -112,9 +121,10 @@ def cancel(name: str) -> ResponseReturnValue:
     for _ in range(5):  # the broker may move the job between our read and our write; re-read and decide again
         record = store.require(name)
         try:
-            if record.status in CANCEL_AT_ONCE:
-                done = store.transition(name, JobStatus.CANCELLED, reason="cancelled by request",
-                                        expect_from=CANCEL_AT_ONCE)
+            if cancels_at_once(record.status, record.cluster_object):
+                reason = "cancelled by request" + (" (automatic recovery stopped)" if record.not_before else "")
+                done = store.transition(name, JobStatus.CANCELLED, reason=reason, expect_from={record.status},
+                                        expect_attempt=record.attempt)
                 return _job_response(done, 200)
             if record.status == JobStatus.CANCELLING:
                 return _job_response(record, 202)

@@ -47,6 +47,8 @@ class ApiSettings:
     """TRAINER_MAX_BODY_BYTES: larger request bodies answer 413."""
     retry_after_s: int = 5
     """TRAINER_RETRY_AFTER_S: the `Retry-After` the API sends with a 503 when Redis is unreachable."""
+    dry_run_timeout_s: float = 30.0
+    """TRAINER_DRY_RUN_TIMEOUT_S: how long `POST /train?dry_run=true` waits for a broker worker's answer."""
     broker: BrokerSettings = dataclasses.field(default_factory=BrokerSettings)
     """The broker's settings (REDIS_URL, TRAINER_REDIS_PREFIX, TRAINER_NAMESPACE, …)."""
 
@@ -61,6 +63,7 @@ class ApiSettings:
             allowed_namespaces=_csv(env.get("TRAINER_ALLOWED_NAMESPACES")),
             max_body_bytes=_int(env, "TRAINER_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1024),
             retry_after_s=_int(env, "TRAINER_RETRY_AFTER_S", cls.retry_after_s, minimum=1),
+            dry_run_timeout_s=float(_int(env, "TRAINER_DRY_RUN_TIMEOUT_S", int(cls.dry_run_timeout_s), minimum=1)),
             broker=BrokerSettings.from_env(env),
         )
 

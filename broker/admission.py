@@ -7,6 +7,8 @@ leaves a reservation for a job still `queued`; the next try finds it held (idemp
 
 from __future__ import annotations
 
+import json
+
 from broker.context import BrokerContext
 from broker.jobs import TERMINAL, JobRecord, JobStatus
 from broker.store import IllegalTransition
@@ -39,11 +41,12 @@ def admit(ctx: BrokerContext, record: JobRecord, cache: dict[str, int | None] | 
         if decision.admitted:
             return ctx.store.transition(record.name, S.ADMITTED, reason=decision.detail,
                                         expect_from={record.status}, expect_attempt=record.attempt)
+        info = json.dumps(decision.queue, sort_keys=True) if decision.queue else ""
         if record.status == S.QUEUED:
             ctx.store.transition(record.name, S.WAITING_QUOTA, reason=decision.detail,
-                                 expect_from={S.QUEUED}, expect_attempt=record.attempt)
-        elif record.detail != decision.detail:
-            ctx.store.update(record.name, detail=decision.detail)
+                                 expect_from={S.QUEUED}, expect_attempt=record.attempt, queue_info=info)
+        elif record.detail != decision.detail or (record.queue_info or "") != info:
+            ctx.store.update(record.name, detail=decision.detail, queue_info=info)
     except IllegalTransition:
         _release_if_moved_on(ctx, record)
     return None

@@ -9,7 +9,7 @@ in flight notices the cancel when it records `submitted` and deletes what it cre
 from __future__ import annotations
 
 from broker.context import BrokerContext
-from broker.jobs import CANCEL_AT_ONCE, TERMINAL, JobRecord, JobStatus
+from broker.jobs import CANCEL_AT_ONCE, TERMINAL, JobRecord, JobStatus, cancels_at_once
 from broker.store import IllegalTransition
 
 S = JobStatus
@@ -23,9 +23,9 @@ def cancel_job(ctx: BrokerContext, name: str) -> str:
     if record.status in TERMINAL:
         return f"skipped: job is {record.status}"
     try:
-        if record.status in CANCEL_AT_ONCE:
+        if cancels_at_once(record.status, record.cluster_object):
             ctx.store.transition(name, S.CANCELLED, reason="cancelled before it reached the cluster",
-                                 expect_from=CANCEL_AT_ONCE, expect_attempt=record.attempt)
+                                 expect_from={record.status} & CANCEL_AT_ONCE, expect_attempt=record.attempt)
             ctx.quota.release(record.namespace, name, record.attempt)
             return "cancelled"
         if record.status != S.CANCELLING:

@@ -24,6 +24,8 @@ from broker.settings import BrokerSettings
 SUBMIT_TASK = "broker.submit_job"
 CANCEL_TASK = "broker.cancel_job"
 SYNC_TASK = "broker.sync_jobs"
+#: Its argument is a token naming the parked request (`broker.dryrun`), not a job name.
+DRY_RUN_TASK = "broker.dry_run"
 
 
 def refuse_unauthenticated_flower(settings: BrokerSettings, argv: list[str]) -> None:

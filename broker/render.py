@@ -19,8 +19,8 @@ Rules (the operator's webhook rules and defaults are in `k8s/crds/README.md`):
   `--key value` argv pairs so the command line shows them; lists, dicts and null travel only in the JSON. A key that
   would shadow one of the fixed flags travels only in the JSON.
 - Env: `FRAMEWORK RUN_ID MODEL_ID NUM_NODES GPUS_PER_NODE CHECKPOINT_BASE_URI CHECKPOINT_PREFIX DATASET_URI LOGS_URI
-  CONFIG_URI RESUME_FROM_CHECKPOINT TRAINING_EXTRA_ARGS_JSON` (+ `CONFIG_PATH` when the request names a config),
-  then the request's own env (reserved names are skipped; the API refuses them anyway).
+  CONFIG_URI RESUME_FROM_CHECKPOINT TRAINING_EXTRA_ARGS_JSON TRAINER_ATTEMPT` (+ `CONFIG_PATH` when the request
+  names a config), then the request's own env (reserved names are skipped; the API refuses them anyway).
 - Resources per replica, requests = limits: `cpu`, `memory` (`<n>Gi`), and `nvidia.com/gpu` when it is > 0. A
   memory-backed `/dev/shm` is mounted (torch data loaders and NCCL need more than the container default).
 - Labels: `app.kubernetes.io/managed-by: training-broker`, `training-broker.io/job`, `.../attempt`, `.../run-id`
@@ -226,6 +226,7 @@ def env(record: JobRecord) -> dict[str, str]:
         "CONFIG_URI": where["config"],
         "RESUME_FROM_CHECKPOINT": "true" if record.resume else "false",
         "TRAINING_EXTRA_ARGS_JSON": json.dumps(spec.extra_args, sort_keys=True, separators=(",", ":")),
+        "TRAINER_ATTEMPT": str(record.attempt),
     }
     if spec.config_path:
         out["CONFIG_PATH"] = spec.config_path

@@ -38,7 +38,9 @@ if to == 'queued' and (cur == 'failed' or cur == 'cancelled') then
   attempt = attempt + 1
   set.attempt = tostring(attempt)
   set.submitted_at, set.started_at, set.finished_at, set.cluster_object = '', '', '', ''
+  set.not_before = ''
 end
+if cur == 'waiting_quota' and to ~= 'waiting_quota' then set.queue_info = '' end
 if to == 'queued' or to == 'waiting_quota' then set.enqueued_at = now end
 if to == 'submitted' then set.submitted_at = now end
 if to == 'running' and (redis.call('HGET', job, 'started_at') or '') == '' then set.started_at = now end

@@ -29,6 +29,11 @@ class ClusterBackend(Protocol):
         """Delete with background propagation. False when it was already gone (404 is not an error)."""
         ...
 
+    def validate(self, job: PyTorchJob) -> PyTorchJob:
+        """Ask the cluster to check the object without storing it (a dry-run create, `dryRun=All`): the object
+        as it would be stored. Raises Invalid (422/400), Forbidden (403) or another ClusterError."""
+        ...
+
     def gpu_quota_free(self, namespace: str) -> int | None:
         """GPUs still free under the namespace's ResourceQuota, or None when there is no such quota."""
         ...

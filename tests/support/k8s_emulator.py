@@ -5,7 +5,8 @@ Serves `kubeflow.org/v1` PyTorchJobs and core `v1` ResourceQuotas:
 - `POST   /apis/kubeflow.org/v1/namespaces/{ns}/pytorchjobs` → 201 with `uid`, `resourceVersion`,
   `creationTimestamp`; 422 `Invalid` Status when the object breaks the CRD schema or the webhook rules
   (`tests.support.pytorchjob_rules`); 409 `AlreadyExists` Status for a taken name; any `status` sent is dropped
-  (the status subresource is on).
+  (the status subresource is on). With `?dryRun=All` the same checks run and the answer is the same, but nothing is
+  stored (what a real API server does for a dry-run create).
 - `GET    …/pytorchjobs` (LIST: `labelSelector` with `k=v`, `k==v`, `k!=v`, `k`, `!k`; `limit` + `continue`;
   `kind: PyTorchJobList`), `GET …/pytorchjobs/{name}`, `DELETE …/pytorchjobs/{name}` (records the propagation
   policy), `PATCH …/pytorchjobs/{name}/status` (merge patch).
@@ -14,7 +15,13 @@ Serves `kubeflow.org/v1` PyTorchJobs and core `v1` ResourceQuotas:
 Test controls (Python methods): `set_condition` / `set_replica_statuses` play the Training Operator;
 `remove` deletes by hand; `set_gpu_quota` adds a ResourceQuota; `fail_next`, `slow_next`, `drop_next` inject faults
 into the next N matching requests; `calls(verb, namespace)` counts what the server received (verbs: `create`,
-`get`, `list`, `delete`, `patch`, `quota`); `write_kubeconfig(path)` points a client (or a worker process) at it.
+`get`, `list`, `delete`, `patch`, `quota`, `dry_run`); `write_kubeconfig(path)` points a client (or a worker process)
+at it; `deny_next(n, message)` answers the next creates (dry runs too) 403 Forbidden, as an admission policy does.
+
+Kueue, just enough to test the broker's `kueue` admission mode (no ClusterQueues, no quota of its own):
+`kueue_admit(namespace, name)` is what Kueue does when it admits a workload — it un-suspends the PyTorchJob
+(`spec.runPolicy.suspend: false`) and, playing the operator, marks the Suspended condition False. It refuses an
+object without the `kueue.x-k8s.io/queue-name` label or that is not suspended, as Kueue would never touch it.
 """
 
 from __future__ import annotations
@@ -82,6 +89,8 @@ class K8sEmulator:
         self.generation = 0
         #: The status of a successful create: 201 like a real server; 200 reproduces a server that answers 200.
         self.create_code = 201
+        #: `(remaining, message)`: creates refused with 403 Forbidden next (an admission policy's refusal).
+        self.denials: list[tuple[int, str]] = []
         self.server: ThreadingHTTPServer | None = None
 
     # --- lifecycle --------------------------------------------------------------------------------------------
@@ -117,6 +126,7 @@ class K8sEmulator:
             self.delete_policies.clear()
             self.create_code = 201
             self.expire_continues = 0
+            self.denials.clear()
 
     def write_kubeconfig(self, path: Path) -> Path:
         cfg = {
@@ -203,6 +213,24 @@ class K8sEmulator:
                 st["completionTime"] = stamp
             self._bump(obj)
 
+    def deny_next(self, n: int, message: str = "denied by admission policy") -> None:
+        with self.lock:
+            self.denials.append((n, message))
+
+    def kueue_admit(self, namespace: str, name: str) -> None:
+        """Admit a suspended, queue-labelled PyTorchJob as Kueue does: un-suspend it (see the module docstring)."""
+        with self.lock:
+            obj = self.jobs[(namespace, name)]
+            if "kueue.x-k8s.io/queue-name" not in (obj["metadata"].get("labels") or {}):
+                raise ValueError(f"{namespace}/{name} has no kueue.x-k8s.io/queue-name label")
+            policy = obj["spec"].setdefault("runPolicy", {})
+            if policy.get("suspend") is not True:
+                raise ValueError(f"{namespace}/{name} is not suspended")
+            policy["suspend"] = False
+            obj["metadata"]["generation"] = int(obj["metadata"].get("generation", 1)) + 1
+        self.set_condition(namespace, name, "Suspended", False, reason="PyTorchJobResumed",
+                           message=f"PyTorchJob {name} is resumed.")
+
     def set_replica_statuses(self, namespace: str, name: str, statuses: dict[str, dict[str, int]]) -> None:
         with self.lock:
             obj = self.jobs[(namespace, name)]
@@ -223,7 +251,7 @@ class K8sEmulator:
 
     # --- the REST API (called by the handler, under the lock) -------------------------------------------------
 
-    def create(self, namespace: str, body: Any) -> dict[str, Any]:
+    def create(self, namespace: str, body: Any, dry_run: bool = False) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise Reply(400, "BadRequest", "the body is not an object")
         meta = body.setdefault("metadata", {})
@@ -234,9 +262,18 @@ class K8sEmulator:
         problems = pytorchjob_problems(body)
         if problems:
             raise Reply(422, "Invalid", f'PyTorchJob.kubeflow.org "{name}" is invalid: {"; ".join(problems)}')
+        if self.denials:
+            remaining, message = self.denials[0]
+            self.denials[0] = (remaining - 1, message)
+            if remaining <= 1:
+                self.denials.pop(0)
+            raise Reply(403, "Forbidden", f'pytorchjobs.kubeflow.org "{name}" is forbidden: {message}')
         if (namespace, name) in self.jobs:
             raise Reply(409, "AlreadyExists", f'pytorchjobs.kubeflow.org "{name}" already exists')
         body.pop("status", None)
+        if dry_run:
+            meta.update(uid=str(uuid.uuid4()), creationTimestamp=now(), generation=1)
+            return copy.deepcopy(body)
         self.version += 1
         meta.update(uid=str(uuid.uuid4()), resourceVersion=str(self.version), creationTimestamp=now(), generation=1)
         self.jobs[(namespace, name)] = body
@@ -316,6 +353,8 @@ class _Handler(BaseHTTPRequestHandler):
         if route is None:
             return self._status(Reply(404, "NotFound", f"the server could not find {split.path}"))
         verb, namespace, name = route
+        if verb == "create" and "dryRun" in query:
+            verb = "dry_run"
         with self.emu.lock:
             self.emu.counts[(verb, namespace)] += 1
             generation = self.emu.generation
@@ -344,6 +383,10 @@ class _Handler(BaseHTTPRequestHandler):
         emu = self.emu
         if verb == "create":
             return emu.create_code, emu.create(ns, body)
+        if verb == "dry_run":
+            if query.get("dryRun") != "All":
+                raise Reply(400, "BadRequest", f"unsupported dryRun value {query.get('dryRun')!r}: only All")
+            return 201, emu.create(ns, body, dry_run=True)
         if verb == "get":
             return 200, emu.read(ns, name)
         if verb == "list":
@@ -443,8 +486,8 @@ def _verbs(verbs: tuple[str, ...] | None) -> frozenset[str] | None:
 
 
 def _reason(code: int) -> str:
-    return {429: "TooManyRequests", 500: "InternalError", 502: "BadGateway", 503: "ServiceUnavailable",
-            504: "Timeout"}.get(code, "InternalError")
+    return {403: "Forbidden", 429: "TooManyRequests", 500: "InternalError", 502: "BadGateway",
+            503: "ServiceUnavailable", 504: "Timeout"}.get(code, "InternalError")
 
 
 def api_client_for(emulator: K8sEmulator) -> Any:
