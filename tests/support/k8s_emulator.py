@@ -16,7 +16,8 @@ Test controls (Python methods): `set_condition` / `set_replica_statuses` play th
 `remove` deletes by hand; `set_gpu_quota` adds a ResourceQuota; `fail_next`, `slow_next`, `drop_next` inject faults
 into the next N matching requests; `calls(verb, namespace)` counts what the server received (verbs: `create`,
 `get`, `list`, `delete`, `patch`, `quota`, `dry_run`); `write_kubeconfig(path)` points a client (or a worker process)
-at it; `deny_next(n, message)` answers the next creates (dry runs too) 403 Forbidden, as an admission policy does.
+at it; `deny_next(n, message)` answers the next creates (dry runs too) 403 Forbidden, as an admission policy does,
+and `reject_next(n, message)` 422 Invalid, as a validating admission webhook does.
 
 Kueue, just enough to test the broker's `kueue` admission mode (no ClusterQueues, no quota of its own):
 `kueue_admit(namespace, name)` is what Kueue does when it admits a workload — it un-suspends the PyTorchJob
@@ -89,8 +90,8 @@ class K8sEmulator:
         self.generation = 0
         #: The status of a successful create: 201 like a real server; 200 reproduces a server that answers 200.
         self.create_code = 201
-        #: `(remaining, message)`: creates refused with 403 Forbidden next (an admission policy's refusal).
-        self.denials: list[tuple[int, str]] = []
+        #: `(remaining, code, reason, message)`: creates refused next (an admission policy's or webhook's refusal).
+        self.denials: list[tuple[int, int, str, str]] = []
         self.server: ThreadingHTTPServer | None = None
 
     # --- lifecycle --------------------------------------------------------------------------------------------
@@ -215,7 +216,11 @@ class K8sEmulator:
 
     def deny_next(self, n: int, message: str = "denied by admission policy") -> None:
         with self.lock:
-            self.denials.append((n, message))
+            self.denials.append((n, 403, "Forbidden", message))
+
+    def reject_next(self, n: int, message: str = "denied by a validating webhook") -> None:
+        with self.lock:
+            self.denials.append((n, 422, "Invalid", message))
 
     def kueue_admit(self, namespace: str, name: str) -> None:
         """Admit a suspended, queue-labelled PyTorchJob as Kueue does: un-suspend it (see the module docstring)."""
@@ -263,11 +268,12 @@ class K8sEmulator:
         if problems:
             raise Reply(422, "Invalid", f'PyTorchJob.kubeflow.org "{name}" is invalid: {"; ".join(problems)}')
         if self.denials:
-            remaining, message = self.denials[0]
-            self.denials[0] = (remaining - 1, message)
+            remaining, code, reason, message = self.denials[0]
+            self.denials[0] = (remaining - 1, code, reason, message)
             if remaining <= 1:
                 self.denials.pop(0)
-            raise Reply(403, "Forbidden", f'pytorchjobs.kubeflow.org "{name}" is forbidden: {message}')
+            verb = "is forbidden" if code == 403 else "is invalid"
+            raise Reply(code, reason, f'PyTorchJob.kubeflow.org "{name}" {verb}: {message}')
         if (namespace, name) in self.jobs:
             raise Reply(409, "AlreadyExists", f'pytorchjobs.kubeflow.org "{name}" already exists')
         body.pop("status", None)
