@@ -1,5 +1,6 @@
 """`TRAINER_ADMISSION=kueue` through a real Celery worker and beat, the API and the emulator's Kueue control: the
-PyTorchJob is created suspended with the queue label, the job waits for Kueue, and follows the object after admission."""
+PyTorchJob is created suspended with the queue label, the job waits for Kueue and follows the object after
+admission."""
 
 from __future__ import annotations
 

@@ -35,6 +35,8 @@ DISPLAY_DEFAULTS = {
     "TRAINER_LOCAL_WORKDIR": "`~/.local/state/training-broker/jobs`",
     "TRAINER_MAX_BODY_BYTES": "`262144`",
     "TRAINER_BASE_URL": "`http://127.0.0.1:8080`",
+    "TRAINER_RECOVERY": '`{"default": {"max_attempts": 1, "backoff_s": 60}}`',
+    "TRAINER_KUEUE_QUEUES": '`{"default": "default"}`',
 }
 # trainctl's own settings (a client on the caller's machine, not a service).
 CLI_SETTINGS = "api/cli.py"
