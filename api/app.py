@@ -23,9 +23,10 @@ from api.routes import bp as train_bp
 from api.routes import health
 from api.schemas import TrainingJobRequestSchema
 from api.settings import ApiSettings
+from broker.quota import QuotaLedger
 from broker.store import JobStore
 
-#: Every blueprint the app serves. The progress/logs blueprint of `api.observe` (issue 5) is added here.
+#: Every blueprint the app serves.
 BLUEPRINTS: list[Blueprint] = [health, train_bp, observe_bp, queue_bp, openapi_bp]
 
 
@@ -58,8 +59,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         default_namespace=settings.broker.namespace,
     )
     metrics = Metrics(store)
+    quota = QuotaLedger(client, settings.broker.key_prefix)
     app.extensions.update(
-        job_store=store, enqueue=enqueue, request_schema=request_schema, metrics=metrics,
+        job_store=store, quota=quota, enqueue=enqueue, request_schema=request_schema, metrics=metrics,
         openapi=build_spec(request_schema),
     )
 

@@ -24,9 +24,9 @@ from flask import current_app, jsonify
 from flask.typing import ResponseReturnValue
 
 from api.errors import ApiError, invalid
-from broker.celery_app import DRY_RUN_TASK
-from broker.dryrun import ANSWER_TTL_S, answer_key, request_key
+from broker.dryrun import ANSWER_TTL_S
 from broker.jobs import JobSpec
+from broker.names import DRY_RUN_TASK
 
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no", ""}
 
@@ -43,16 +43,16 @@ def dry_run_flag(raw: str | None) -> bool:
 def answer_dry_run(spec: JobSpec) -> ResponseReturnValue:
     store = current_app.extensions["job_store"]
     settings = current_app.config["SETTINGS"]
-    prefix = settings.broker.key_prefix
     token = secrets.token_hex(16)
-    store.redis.set(request_key(prefix, token), json.dumps(spec.to_dict()), ex=ANSWER_TTL_S)
+    request_key = store.keys.dry_run_request(token)
+    store.redis.set(request_key, json.dumps(spec.to_dict()), ex=ANSWER_TTL_S)
     if not current_app.extensions["enqueue"](DRY_RUN_TASK, token):
-        store.redis.delete(request_key(prefix, token))
+        store.redis.delete(request_key)
         raise ApiError(503, "broker_unavailable", "the dry run could not be sent to the broker; try again",
                        headers={"Retry-After": str(settings.retry_after_s)})
-    answer = _wait(store.redis, answer_key(prefix, token), settings.dry_run_timeout_s)
+    answer = _wait(store.redis, store.keys.dry_run_answer(token), settings.dry_run_timeout_s)
     if answer is None:
-        store.redis.delete(request_key(prefix, token))
+        store.redis.delete(request_key)
         raise ApiError(504, "dry_run_timeout",
                        f"no broker worker answered the dry run within {settings.dry_run_timeout_s:g}s")
     existing = store.get(spec.job_name)

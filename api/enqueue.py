@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from celery import Celery
 
-from broker.celery_app import make_app
+from broker.celery_config import make_app
 from broker.settings import BrokerSettings
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ class CeleryEnqueuer:
     """Sends task messages through a Celery client configured like the broker's own app."""
 
     def __init__(self, settings: BrokerSettings, celery: Celery | None = None) -> None:
-        self.celery = celery or make_app(settings)
+        self.celery = celery or make_app(settings, include_tasks=False)
         options = dict(self.celery.conf.broker_transport_options or {})
         options.setdefault("socket_connect_timeout", 2)
         options.setdefault("socket_timeout", 5)

@@ -15,7 +15,7 @@ from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from broker.store import IllegalTransition, JobConflict, JobNotFound
+from broker.errors import Busy, IllegalTransition, JobConflict, JobNotFound
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,10 @@ def _illegal(exc: IllegalTransition) -> ResponseReturnValue:
     return ApiError(409, "invalid_state", str(exc), current_status=exc.current.value).response()
 
 
+def _busy(exc: Busy) -> ResponseReturnValue:
+    return ApiError(409, "busy", str(exc)).response()
+
+
 def _bug(exc: Exception) -> ResponseReturnValue:
     log.exception("unhandled error")
     return ApiError(500, "internal_error", "internal error").response()
@@ -105,6 +109,7 @@ def register(app: Flask) -> None:
     app.register_error_handler(JobNotFound, _not_found)
     app.register_error_handler(JobConflict, _conflict)
     app.register_error_handler(IllegalTransition, _illegal)
+    app.register_error_handler(Busy, _busy)
     app.register_error_handler(Exception, _bug)
 
 

@@ -23,9 +23,9 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from api import run_files
 from api.errors import ApiError, invalid
-from broker.backends.local import LocalBackend
+from broker import run_files
+from broker.backends import replica_logs
 from broker.jobs import JobRecord
 from broker.store import JobStore
 
@@ -85,7 +85,7 @@ def _load_progress(uri: str) -> dict[str, Any] | None:
 @bp.get("/<name>/progress")
 def progress(name: str) -> ResponseReturnValue:
     record = _store().require(name)
-    uri = f"{record.checkpoint_prefix}/logs/progress.json"
+    uri = record.layout.progress
     try:
         data = _cache().get(uri, lambda: _load_progress(uri))
     except run_files.StorageUnavailable as exc:
@@ -107,10 +107,9 @@ def _tail() -> int:
 
 
 def _local_logs(record: JobRecord, tail: int) -> list[dict[str, str]]:
-    broker = current_app.config["SETTINGS"].broker
-    if broker.cluster_backend != "local" or not record.cluster_object:
+    if not record.cluster_object:
         return []
-    files = LocalBackend(broker.local_workdir).log_files(record.namespace, record.cluster_object)
+    files = replica_logs(current_app.config["SETTINGS"].broker, record.namespace, record.cluster_object)
     out = []
     for path in files:
         try:
@@ -122,7 +121,7 @@ def _local_logs(record: JobRecord, tail: int) -> list[dict[str, str]]:
 
 
 def _storage_logs(record: JobRecord, tail: int) -> list[dict[str, str]]:
-    uris = [u for u in run_files.list_files(f"{record.checkpoint_prefix}/logs") if u.endswith(".log")]
+    uris = [u for u in run_files.list_files(record.layout.logs) if u.endswith(".log")]
     out = []
     for uri in uris:
         try:

@@ -14,7 +14,7 @@ from marshmallow import Schema, fields
 from api import validators as v
 from api.schemas import Checked, TrainingJobStatusSchema, status_view
 from broker import kueue
-from broker.jobs import JobRecord, JobStatus
+from broker.jobs import JobStatus
 from broker.quota import QuotaLedger
 from broker.store import JobStore
 
@@ -41,11 +41,8 @@ def queue() -> ResponseReturnValue:
     if kueue.enabled(settings):
         names = store.names_in(JobStatus.WAITING_QUOTA)
     else:
-        names = QuotaLedger(store.redis, settings.key_prefix).line(namespace)
-    pipe = store.redis.pipeline(transaction=False)
-    for name in names:
-        pipe.hgetall(store.job_key(name))
-    records = [JobRecord.from_redis(raw) for raw in pipe.execute() if raw]
-    waiting = [r for r in records if r.status == JobStatus.WAITING_QUOTA and r.namespace == namespace]
+        quota: QuotaLedger = current_app.extensions["quota"]
+        names = quota.line(namespace)
+    waiting = [r for r in store.load(names) if r.status == JobStatus.WAITING_QUOTA and r.namespace == namespace]
     return jsonify({"namespace": namespace, "admission": settings.admission,
                     "jobs": [status_view(r, settings) for r in waiting]})

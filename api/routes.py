@@ -1,7 +1,7 @@
 """The `/train` blueprint: submit, read, list, events, cancel, retry. Plus the open health blueprint.
 
 Views read and write through the job store only (no cluster call on the request path) and enqueue broker tasks by
-name. Every state change goes through `JobStore.transition`, which refuses moves the state machine does not allow.
+name. Cancel and retry are decided by `broker.lifecycle`, as the broker's tasks decide them.
 """
 
 from __future__ import annotations
@@ -16,15 +16,13 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from api.dryrun import answer_dry_run, dry_run_flag
 from api.errors import ApiError, invalid
 from api.schemas import JobEventsSchema, JobListQuerySchema, status_view
-from broker.celery_app import CANCEL_TASK, SUBMIT_TASK
-from broker.jobs import RETRYABLE, TERMINAL, TRANSITIONS, JobRecord, JobStatus, cancels_at_once
-from broker.store import JobStore, StaleTransition
+from broker.jobs import JobRecord
+from broker.lifecycle import CancelOutcome, request_cancel, request_retry
+from broker.names import CANCEL_TASK, SUBMIT_TASK
+from broker.store import JobStore
 
 bp = Blueprint("train", __name__, url_prefix="/train")
 health = Blueprint("health", __name__)
-
-#: States from which a cancel has to go through the broker (an object may exist on the cluster).
-_CANCEL_VIA_BROKER = frozenset(s for s, targets in TRANSITIONS.items() if JobStatus.CANCELLING in targets)
 
 
 def _store() -> JobStore:
@@ -116,52 +114,25 @@ def job_events(name: str) -> ResponseReturnValue:
 @bp.post("/<name>/cancel")
 def cancel(name: str) -> ResponseReturnValue:
     """`queued`/`waiting_quota` → `cancelled` at once (200); a job that may be on the cluster → `cancelling` and a
-    cancel task (202); already `cancelling` → 202 again; terminal → 409."""
-    store = _store()
-    for _ in range(5):  # the broker may move the job between our read and our write; re-read and decide again
-        record = store.require(name)
-        try:
-            if cancels_at_once(record.status, record.cluster_object):
-                reason = "cancelled by request" + (" (automatic recovery stopped)" if record.not_before else "")
-                done = store.transition(name, JobStatus.CANCELLED, reason=reason, expect_from={record.status},
-                                        expect_attempt=record.attempt)
-                return _job_response(done, 200)
-            if record.status == JobStatus.CANCELLING:
-                return _job_response(record, 202)
-            if record.status in TERMINAL:
-                raise ApiError(409, "invalid_state", f"job {name!r} is already {record.status}",
-                               current_status=record.status.value)
-            cancelling = store.transition(name, JobStatus.CANCELLING, reason="cancel requested",
-                                          expect_from=_CANCEL_VIA_BROKER)
-        except StaleTransition:
-            continue
+    cancel task (202); already `cancelling` → 202 again; terminal → 409. Decided by `broker.lifecycle`."""
+    decision = request_cancel(_store(), current_app.extensions["quota"], name)
+    record = decision.record
+    if decision.outcome == CancelOutcome.ENDED:
+        raise ApiError(409, "invalid_state", f"job {name!r} is already {record.status}",
+                       current_status=record.status.value)
+    if decision.outcome == CancelOutcome.CANCELLED:
+        return _job_response(record, 200)
+    if decision.outcome == CancelOutcome.CANCELLING:
         _enqueue(CANCEL_TASK, name)
-        return _job_response(cancelling, 202)
-    raise ApiError(409, "busy", f"job {name!r} kept changing state; try again")
+    return _job_response(record, 202)
 
 
 @bp.post("/<name>/retry")
 def retry(name: str) -> ResponseReturnValue:
     """`failed`/`cancelled` → `queued` with `attempt` + 1, resuming from the latest checkpoint; else 409."""
-    store = _store()
-    record = store.require(name)
-    if record.status not in RETRYABLE:
-        raise ApiError(409, "invalid_state", f"only failed or cancelled jobs can be retried; {name!r} is "
-                       f"{record.status}", current_status=record.status.value)
-    reason = f"retry requested (attempt {record.attempt + 1}, resuming from the latest checkpoint)"
-    try:
-        queued = store.transition(name, JobStatus.QUEUED, reason=reason, expect_from=RETRYABLE,
-                                  expect_attempt=record.attempt)
-    except StaleTransition as exc:
-        raise ApiError(409, "invalid_state", f"job {name!r} changed state: it is now {exc.current}",
-                       current_status=exc.current.value) from exc
+    queued = request_retry(_store(), name)
     _enqueue(SUBMIT_TASK, name)
     return _job_response(queued, 202)
-
-
-# --- progress and logs ----------------------------------------------------------------------------------------
-# GET /train/<name>/progress and GET /train/<name>/logs read the run's storage, not Redis: they live in their own
-# blueprint, api/observe.py, registered in api.app.BLUEPRINTS.
 
 
 # --- open endpoints --------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from broker.jobs import (
     DNS1123_LABEL_RE,
     FRAMEWORKS,
     MAX_JOB_NAME,
+    TERMINAL,
     JobRecord,
     JobSpec,
     JobStatus,
@@ -190,6 +191,7 @@ class TrainingJobStatusSchema(Schema):
 
     name = fields.String(required=True)
     status = fields.Enum(JobStatus, by_value=True, required=True)
+    terminal = fields.Boolean(metadata={"description": "true once the status can change only by a retry"})
     detail = fields.String()
     framework = fields.String()
     run_id = fields.String()
@@ -217,6 +219,7 @@ def status_view(record: JobRecord, settings: BrokerSettings | None = None) -> di
     view = {
         "name": record.name,
         "status": record.status,
+        "terminal": record.status in TERMINAL,
         "detail": record.detail,
         "framework": record.framework,
         "run_id": record.run_id,

@@ -10,7 +10,8 @@ import dataclasses
 import os
 from collections.abc import Mapping
 
-from broker.settings import BrokerSettings, SettingsError
+from broker.errors import SettingsError
+from broker.settings import BrokerSettings
 
 
 def _int(env: Mapping[str, str], key: str, default: int, minimum: int = 0) -> int:

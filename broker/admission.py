@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 
 from broker.context import BrokerContext
-from broker.jobs import TERMINAL, JobRecord, JobStatus
-from broker.store import IllegalTransition
+from broker.errors import IllegalTransition
+from broker.jobs import TERMINAL, JobRecord, JobStatus, parse_iso
 
 S = JobStatus
 ADMISSIBLE = frozenset({S.QUEUED, S.WAITING_QUOTA})
@@ -36,7 +36,7 @@ def admit(ctx: BrokerContext, record: JobRecord, cache: dict[str, int | None] | 
     gpus = spec.total_gpus
     free = cluster_gpus_free(ctx, spec.namespace, cache) if gpus > 0 else None
     decision = ctx.quota.admit(spec.namespace, record.name, record.attempt, gpus,
-                               ctx.settings.quota_for(spec.namespace), free)
+                               ctx.settings.quota_for(spec.namespace), free, _joins_line_at(record))
     try:
         if decision.admitted:
             return ctx.store.transition(record.name, S.ADMITTED, reason=decision.detail,
@@ -58,3 +58,9 @@ def _release_if_moved_on(ctx: BrokerContext, record: JobRecord) -> None:
     current = ctx.store.get(record.name)
     if current is None or current.attempt != record.attempt or current.status in TERMINAL:
         ctx.quota.release(record.namespace, record.name, record.attempt)
+
+
+def _joins_line_at(record: JobRecord) -> float | None:
+    """When the attempt was queued (after its recovery backoff, if any): its place in the namespace's FIFO line."""
+    stamps = [t for t in (parse_iso(record.enqueued_at or ""), parse_iso(record.not_before or "")) if t is not None]
+    return max(stamps) if stamps else None

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import redis
 
 from broker.backends.base import ClusterBackend
+from broker.keys import Keys
 from broker.quota import QuotaLedger
 from broker.retry import call_with_retries
 from broker.settings import BrokerSettings
@@ -41,8 +42,9 @@ class BrokerContext:
     def redis(self) -> redis.Redis:
         return self.store.redis
 
-    def key(self, suffix: str) -> str:
-        return f"{self.settings.key_prefix}{suffix}"
+    @property
+    def keys(self) -> Keys:
+        return self.store.keys
 
     def with_retries(self, call: Callable[[], T], what: str) -> T:
         """`call()` under the broker's one retry loop with the submit retry settings."""

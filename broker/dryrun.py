@@ -28,26 +28,18 @@ from broker.render import render_pytorchjob
 ANSWER_TTL_S = 120
 
 
-def request_key(ctx_prefix: str, token: str) -> str:
-    return f"{ctx_prefix}dryrun:{token}"
-
-
-def answer_key(ctx_prefix: str, token: str) -> str:
-    return f"{ctx_prefix}dryrun:{token}:answer"
-
-
 def dry_run(ctx: BrokerContext, token: str) -> str:
     """Answer the dry run parked under `token`. Returns `answered` or `skipped: <why>`."""
-    prefix = ctx.settings.key_prefix
-    raw = ctx.redis.get(request_key(prefix, token))
+    request, answer_key = ctx.keys.dry_run_request(token), ctx.keys.dry_run_answer(token)
+    raw = ctx.redis.get(request)
     if raw is None:
         return "skipped: the request expired"
     spec = JobSpec.from_dict(json.loads(raw))  # type: ignore[arg-type]
     answer = evaluate(ctx, spec)
     pipe = ctx.redis.pipeline(transaction=True)
-    pipe.rpush(answer_key(prefix, token), json.dumps(answer))
-    pipe.expire(answer_key(prefix, token), ANSWER_TTL_S)
-    pipe.delete(request_key(prefix, token))
+    pipe.rpush(answer_key, json.dumps(answer))
+    pipe.expire(answer_key, ANSWER_TTL_S)
+    pipe.delete(request)
     pipe.execute()
     return "answered"
 
@@ -78,7 +70,7 @@ def _admission(ctx: BrokerContext, spec: JobSpec) -> dict[str, Any]:
         free = cluster_gpus_free(ctx, spec.namespace) if spec.total_gpus > 0 else None
     except ClusterError:
         free = None
-    verdict = preview(ctx.redis, ctx.settings.key_prefix, spec.namespace, spec.total_gpus, limit, free)
+    verdict = preview(ctx.redis, ctx.keys, spec.namespace, spec.total_gpus, limit, free)
     if verdict["verdict"] == "would_start":
         verdict["detail"] = (f"would start now: {spec.total_gpus} GPUs fit the quota of namespace {spec.namespace} "
                              f"and no job waits ahead")

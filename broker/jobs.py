@@ -11,6 +11,8 @@ import dataclasses
 import hashlib
 import json
 import re
+import time
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -64,8 +66,18 @@ def cancels_at_once(status: JobStatus, cluster_object: str | None) -> bool:
     return status in CANCEL_AT_ONCE and not cluster_object
 
 
-def can_transition(src: JobStatus | str, dst: JobStatus | str) -> bool:
-    return JobStatus(dst) in TRANSITIONS[JobStatus(src)]
+def now_iso(epoch_s: float | None = None) -> str:
+    """The system's one timestamp format: UTC with milliseconds, e.g. `2026-11-29T04:36:00.123Z`."""
+    moment = datetime.fromtimestamp(time.time() if epoch_s is None else epoch_s, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(stamp: str) -> float | None:
+    """Epoch seconds of an RFC 3339 timestamp (with or without fractions), None when it is not one."""
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(UTC).timestamp()
+    except ValueError:
+        return None
 
 
 FRAMEWORKS = ("nemo", "hf", "meta")
@@ -164,6 +176,30 @@ def run_prefix(checkpoint_base_uri: str, run_id: str, framework: str) -> str:
     return f"{checkpoint_base_uri.rstrip('/')}/{run_id}/framework={framework}"
 
 
+@dataclasses.dataclass(frozen=True)
+class RunLayout:
+    """The storage layout of one run, as the broker hands it to the trainer (its flags) and the API reads it."""
+
+    prefix: str
+
+    @property
+    def logs(self) -> str:
+        return f"{self.prefix}/logs"
+
+    @property
+    def config(self) -> str:
+        return f"{self.prefix}/config"
+
+    @property
+    def progress(self) -> str:
+        return f"{self.logs}/progress.json"
+
+    @property
+    def failure(self) -> str:
+        """The trainer's record of why an attempt failed (`trainer.failure`)."""
+        return f"{self.logs}/failure.json"
+
+
 @dataclasses.dataclass
 class JobRecord:
     """What the store keeps per job. `status` and the timestamps change only through the store's transition."""
@@ -204,6 +240,10 @@ class JobRecord:
     @property
     def checkpoint_prefix(self) -> str:
         return self.spec.checkpoint_prefix
+
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.checkpoint_prefix)
 
     @property
     def resume(self) -> bool:

@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 
+from broker.keys import Keys
 from broker.settings import Quota
 
 
@@ -61,12 +62,12 @@ def parse(raw: str | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def preview(client: redis.Redis, prefix: str, namespace: str, gpus: int, limit: Quota,
+def preview(client: redis.Redis, keys: Keys, namespace: str, gpus: int, limit: Quota,
             cluster_free: int | None) -> dict[str, Any]:
     """The admission verdict a new job would get now, read-only: it would join the end of the line.
 
     `{"verdict": "would_start" | "would_wait", "queue": <queue object> | None}`."""
-    held_key, line_key, need_key = (f"{prefix}quota:{kind}:{namespace}" for kind in ("held", "line", "need"))
+    held_key, line_key, need_key = keys.quota(namespace)
     pipe = client.pipeline(transaction=False)
     pipe.hvals(held_key)
     pipe.zrange(line_key, 0, -1)

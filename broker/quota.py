@@ -1,12 +1,9 @@
 """Per-namespace quota admission: GPUs (num_nodes × gpus_per_node) and concurrent jobs, with a FIFO line.
 
 The ledger lives in Redis and every decision is one Lua script, so two workers admitting at once can never
-overbook. Keys under the store's prefix `p`:
-
-- `p quota:held:<ns>` hash `<job>#<attempt>` → GPUs reserved. A reservation is idempotent per job and attempt (a
-  redelivered submit finds it held) and is released when the attempt ends, is cancelled or fails to submit.
-- `p quota:line:<ns>` sorted set of waiting jobs by the time they first queued for admission (ms), and
-  `p quota:need:<ns>` hash job → GPUs it needs.
+overbook. Per namespace (keys in `broker.keys`): `held` reservations `<job>#<attempt>` → GPUs, the FIFO `line` of
+waiting jobs and what each `need`s. A reservation is idempotent per job and attempt (a redelivered submit finds it
+held) and is released when the attempt ends, is cancelled or fails to submit.
 
 FIFO: a job is admitted only when no job that queued earlier in the same namespace is still waiting, so a later
 (smaller) job never jumps ahead of an earlier one. A job that needs more GPUs than the namespace's limit can never
@@ -22,6 +19,8 @@ from typing import Any
 
 import redis
 
+from broker.keys import Keys, member
+from broker.queue import queue_info
 from broker.settings import Quota
 
 #: How many names of the jobs ahead a waiting job's `queue` object lists (the count is always exact).
@@ -79,20 +78,23 @@ class QuotaLedger:
 
     def __init__(self, redis_client: redis.Redis, prefix: str = "tb:") -> None:
         self.redis = redis_client
-        self.prefix = prefix
+        self.keys = Keys(prefix)
         self._admit = redis_client.register_script(_ADMIT)
 
-    def _keys(self, namespace: str) -> list[str]:
-        return [f"{self.prefix}quota:{kind}:{namespace}" for kind in ("held", "line", "need")]
+    def _keys(self, namespace: str) -> tuple[str, str, str]:
+        return self.keys.quota(namespace)
 
     def admit(
-        self, namespace: str, job: str, attempt: int, gpus: int, limit: Quota, cluster_free: int | None = None
+        self, namespace: str, job: str, attempt: int, gpus: int, limit: Quota, cluster_free: int | None = None,
+        queued_at: float | None = None,
     ) -> Admission:
-        """Reserve `gpus` and one job slot for this attempt, or put the job in line. Idempotent per attempt."""
-        from broker.queue import queue_info
+        """Reserve `gpus` and one job slot for this attempt, or put the job in line. Idempotent per attempt.
 
-        args: list[str | int] = [_member(job, attempt), job, gpus, limit.gpus, limit.jobs,
-                -1 if cluster_free is None else cluster_free, int(time.time() * 1000), AHEAD_SHOWN]
+        `queued_at` (epoch seconds, default now) places a job joining the line: when its attempt was queued, so two
+        submissions that run out of order still keep the order of the requests."""
+        joined_ms = int((time.time() if queued_at is None else queued_at) * 1000)
+        args: list[str | int] = [member(job, attempt), job, gpus, limit.gpus, limit.jobs,
+                -1 if cluster_free is None else cluster_free, joined_ms, AHEAD_SHOWN]
         outcome, used, jobs, position, cluster_ok, ahead = self._admit(keys=self._keys(namespace), args=args)
         if outcome in ("ok", "held"):
             return Admission(True, f"admitted: {used} of {limit.gpus} GPUs, {jobs} of {limit.jobs} jobs in use "
@@ -105,7 +107,7 @@ class QuotaLedger:
         """Give back this attempt's reservation and leave the line. Idempotent; True when something was held."""
         held, line, need = self._keys(namespace)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hdel(held, _member(job, attempt))
+        pipe.hdel(held, member(job, attempt))
         pipe.zrem(line, job)
         pipe.hdel(need, job)
         return bool(pipe.execute()[0])
@@ -123,26 +125,19 @@ class QuotaLedger:
         return list(self.redis.zrange(self._keys(namespace)[1], 0, -1))  # type: ignore[arg-type]
 
     def namespaces_waiting(self) -> list[str]:
-        pattern = f"{self.prefix}quota:line:*"
-        return sorted(key[len(pattern) - 1:] for key in self.redis.scan_iter(match=pattern))
+        return self._namespaces("line")
 
     def held(self, namespace: str) -> dict[str, int]:
         """`<job>#<attempt>` → GPUs currently reserved in the namespace."""
         raw: dict[str, str] = self.redis.hgetall(self._keys(namespace)[0])  # type: ignore[assignment]
-        return {member: int(gpus) for member, gpus in raw.items()}
+        return {held_by: int(gpus) for held_by, gpus in raw.items()}
 
     def namespaces_held(self) -> list[str]:
-        pattern = f"{self.prefix}quota:held:*"
-        return sorted(key[len(pattern) - 1:] for key in self.redis.scan_iter(match=pattern))
+        return self._namespaces("held")
 
-
-def parse_member(member: str) -> tuple[str, int]:
-    job, _, attempt = member.rpartition("#")
-    return job, int(attempt)
-
-
-def _member(job: str, attempt: int) -> str:
-    return f"{job}#{attempt}"
+    def _namespaces(self, kind: str) -> list[str]:
+        keys = self.redis.scan_iter(match=self.keys.quota_pattern(kind))
+        return sorted(self.keys.quota_namespace(kind, key) for key in keys)
 
 
 def _wait_detail(

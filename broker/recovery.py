@@ -21,14 +21,14 @@ import json
 import logging
 import re
 import time
-from datetime import UTC, datetime
 from typing import Any
 
-from broker.celery_app import SUBMIT_TASK
 from broker.context import BrokerContext
-from broker.jobs import JobRecord, JobSpec, JobStatus
+from broker.errors import StoreError
+from broker.jobs import JobRecord, JobSpec, JobStatus, now_iso, parse_iso
+from broker.names import SUBMIT_TASK
+from broker.run_files import StorageUnavailable, read_bytes
 from broker.settings import BrokerSettings, Recovery
-from broker.store import StoreError, now_iso
 
 S = JobStatus
 log = logging.getLogger(__name__)
@@ -46,17 +46,8 @@ def policy_for(spec: JobSpec, settings: BrokerSettings) -> Recovery:
                     backoff_s=float(given.get("backoff_s", default.backoff_s)))
 
 
-def due_key(settings: BrokerSettings) -> str:
-    return f"{settings.key_prefix}recovery:due"
-
-
 def _epoch(stamp: str | None) -> float:
-    if not stamp:
-        return 0.0
-    try:
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(UTC).timestamp()
-    except ValueError:
-        return 0.0
+    return (parse_iso(stamp) or 0.0) if stamp else 0.0
 
 
 def in_backoff(record: JobRecord, now: float | None = None) -> bool:
@@ -66,9 +57,7 @@ def in_backoff(record: JobRecord, now: float | None = None) -> bool:
 
 def failure_file(record: JobRecord) -> dict[str, Any] | None:
     """This attempt's `logs/failure.json` as the trainer wrote it, or None (none, unreadable, another attempt's)."""
-    from api.run_files import StorageUnavailable, read_bytes
-
-    uri = f"{record.checkpoint_prefix}/logs/failure.json"
+    uri = record.layout.failure
     try:
         data = json.loads(read_bytes(uri))
     except (FileNotFoundError, StorageUnavailable, ValueError) as exc:
@@ -128,22 +117,23 @@ def after_failure(ctx: BrokerContext, record: JobRecord, cause: str, detail: str
     except StoreError as exc:
         log.info("recovery of %s: the job moved on (%s)", record.name, exc)
         return "moved_on"
-    ctx.redis.zadd(due_key(ctx.settings), {record.name: int(due * 1000)})
+    ctx.redis.zadd(ctx.keys.recovery_due, {record.name: int(due * 1000)})
     log.info("job %s: %s", record.name, reason)
     return "recovering"
 
 
 def start_due(ctx: BrokerContext) -> list[str]:
     """Enqueue the submission of every recovery whose backoff is over (called by each sync cycle)."""
-    key = due_key(ctx.settings)
+    key = ctx.keys.recovery_due
     names: list[str] = ctx.redis.zrangebyscore(key, "-inf", int(time.time() * 1000))  # type: ignore[assignment]
+    if not names:
+        return []
     started = []
-    for name in names:
-        record = ctx.store.get(name)
-        if record is not None and record.status == S.QUEUED and record.not_before:
-            ctx.enqueue(SUBMIT_TASK, name)
-            started.append(name)
-        ctx.redis.zrem(key, name)
+    for record in ctx.store.load(names):
+        if record.status == S.QUEUED and record.not_before:
+            ctx.enqueue(SUBMIT_TASK, record.name)
+            started.append(record.name)
+    ctx.redis.zrem(key, *names)
     return started
 
 

@@ -174,8 +174,8 @@ def _resources(record: JobRecord) -> dict[str, Any]:
 
 
 def uris(record: JobRecord) -> dict[str, str]:
-    prefix = record.checkpoint_prefix
-    return {"prefix": prefix, "logs": f"{prefix}/logs", "config": f"{prefix}/config"}
+    layout = record.layout
+    return {"prefix": layout.prefix, "logs": layout.logs, "config": layout.config}
 
 
 def command(record: JobRecord) -> list[str]:

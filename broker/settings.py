@@ -8,9 +8,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from broker.errors import SettingsError
 
-class SettingsError(ValueError):
-    """An environment variable holds a value the broker cannot use."""
+__all__ = ["BrokerSettings", "Quota", "SettingsError"]
 
 
 def _int(env: dict[str, str], key: str, default: int) -> int:
@@ -73,11 +73,16 @@ class BrokerSettings:
     quotas: dict[str, Quota] = dataclasses.field(default_factory=lambda: {"default": Quota(gpus=64, jobs=20)})
     """TRAINER_QUOTAS: JSON `{"default": {"gpus": 64, "jobs": 20}, "<namespace>": {...}}`."""
     submit_max_retries: int = 5
-    """TRAINER_SUBMIT_MAX_RETRIES: transient cluster errors retried this many times before the job fails."""
+    """TRAINER_SUBMIT_MAX_RETRIES: retries of one cluster call (create, delete, read quota) on a transient error
+    (unreachable, timeout, 429, 5xx) before it gives up; the broker's only retry layer (Celery does not retry tasks).
+    A submit that gives up fails the job; a cancel stays `cancelling` and the sync sends it again."""
     submit_backoff_s: float = 1.0
-    """TRAINER_SUBMIT_BACKOFF_S: first backoff delay; doubles each retry, with jitter."""
+    """TRAINER_SUBMIT_BACKOFF_S: first backoff delay; doubles each retry, with jitter (a delay is in [d/2, d]), never
+    below the server's Retry-After."""
     submit_backoff_max_s: float = 60.0
-    """TRAINER_SUBMIT_BACKOFF_MAX_S: cap on one backoff delay."""
+    """TRAINER_SUBMIT_BACKOFF_MAX_S: cap on one backoff delay. Worst case of one cluster call: (retries + 1) ×
+    TRAINER_KUBE_TIMEOUT_S + the sum of the delays = 211 s with the defaults; a submit task makes at most four such
+    calls (844 s)."""
     vanished_grace_cycles: int = 3
     """TRAINER_VANISHED_GRACE_CYCLES: sync cycles a submitted job's object may be missing before it is failed."""
     requeue_after_s: float = 60.0
@@ -100,7 +105,8 @@ class BrokerSettings:
     """TRAINER_KUBE_LIST_PAGE_SIZE: `limit` of one LIST page; the sync follows `continue` to the end."""
     visibility_timeout_s: int = 3600
     """TRAINER_VISIBILITY_TIMEOUT_S: Redis transport visibility timeout — an unacknowledged task (its worker died)
-    is delivered again after this long. Must exceed the longest task (a submit with all its retries)."""
+    is delivered again after this long. Must exceed the longest task, a submit with all its retries (844 s with the
+    defaults; the worker warns at start when it does not)."""
     flower_basic_auth: str | None = None
     """FLOWER_BASIC_AUTH: `user:password[,user2:password2]`; Flower refuses to start without it."""
     recovery: dict[str, Recovery] = dataclasses.field(default_factory=lambda: {"default": Recovery()})
@@ -121,6 +127,20 @@ class BrokerSettings:
 
     def kueue_queue_for(self, namespace: str) -> str:
         return self.kueue_queues.get(namespace) or self.kueue_queues["default"]
+
+    @property
+    def worst_case_call_s(self) -> float:
+        """The longest one retried cluster call can take: every try times out, every delay is its ceiling (a
+        Retry-After above the cap adds its excess)."""
+        delays = sum(min(self.submit_backoff_max_s, self.submit_backoff_s * 2**i)
+                     for i in range(self.submit_max_retries))
+        return (self.submit_max_retries + 1) * self.kube_request_timeout_s + delays
+
+    @property
+    def worst_case_task_s(self) -> float:
+        """The longest task: a submit reads the ResourceQuota, deletes the previous attempt's object, creates its
+        own and, when cancelled meanwhile, deletes it: four retried calls."""
+        return 4 * self.worst_case_call_s
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> BrokerSettings:

@@ -3,20 +3,10 @@
 Every state change of every job goes through `JobStore.transition` (or its batch form `transition_many`): one Lua
 script that checks the move against `broker.jobs.TRANSITIONS` and the caller's expectations, writes the status and
 timestamps, moves the job between index sets and appends the event, atomically. `create` is one Lua script too, so
-two identical concurrent submissions create one job.
+two identical concurrent submissions create one job. `get_many` loads many records in one round trip.
 
-Keys (all under the settings' prefix `p`, `p = "tb:"` by default):
-
-- `p job:<name>` hash: `JobRecord.to_redis()` plus `sort_key`, `namespace`, `framework`, `run_id`.
-- `p events:<name>` list of JSON events `{at, from, to, reason, attempt}`, oldest first.
-- `p idx:all`, `p idx:status:<s>`, `p idx:framework:<f>`, `p idx:run_id:<r>`, `p idx:namespace:<n>`: sorted sets
-  (score 0, ordered by member) of sort keys `<inverted created ms>|<name>`, so ascending member order is newest first
-  and listing pages with `ZRANGE … BYLEX` from an opaque cursor.
-- `p entered:<s>` sorted set: name -> epoch ms when the job entered status `s` (FIFO of `waiting_quota`, staleness
-  of `queued`).
-
-Scripts build the index key names from the prefix, so the store needs a single Redis (not Redis Cluster). Redis
-being down surfaces as `redis.exceptions.ConnectionError`; callers decide what that means (the API answers 503).
+The key scheme is `broker.keys`'s; the errors are `broker.errors`'s. Redis being down surfaces as
+`redis.exceptions.ConnectionError`; callers decide what that means (the API answers 503).
 """
 
 from __future__ import annotations
@@ -27,57 +17,20 @@ import dataclasses
 import json
 import time
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
-from broker.jobs import TERMINAL, TRANSITIONS, JobRecord, JobStatus
+from broker.errors import IllegalTransition, JobConflict, JobNotFound, StaleTransition, StoreError
+from broker.jobs import TERMINAL, TRANSITIONS, JobRecord, JobStatus, now_iso
+from broker.keys import STATUS_ORDER, Keys
 from broker.store_scripts import CREATE, TRANSITION, UPDATE
 
-# --- errors ----------------------------------------------------------------------------------------------------
+__all__ = ["Change", "IllegalTransition", "JobConflict", "JobNotFound", "JobStore", "StaleTransition", "StoreError"]
 
-
-class StoreError(Exception):
-    """Base of the job store's own errors."""
-
-
-class JobNotFound(StoreError):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"job {name!r} not found")
-        self.name = name
-
-
-class JobConflict(StoreError):
-    """A job of that name exists with a different spec. `existing` is that job."""
-
-    def __init__(self, existing: JobRecord) -> None:
-        super().__init__(f"job {existing.name!r} already exists with a different spec")
-        self.existing = existing
-
-
-class IllegalTransition(StoreError):
-    """The move is not in the state machine from the job's current state. `current` is that state."""
-
-    def __init__(self, name: str, current: JobStatus, target: JobStatus, attempt: int, why: str = "") -> None:
-        message = why or f"job {name!r} cannot move from {current} to {target}"
-        super().__init__(message)
-        self.name, self.current, self.target, self.attempt = name, current, target, attempt
-
-
-class StaleTransition(IllegalTransition):
-    """The move is legal, but the job is not in the state (or attempt) the caller expected: it has moved on."""
-
-
-# --- time and keys ---------------------------------------------------------------------------------------------
+# --- time and cursors -----------------------------------------------------------------------------------------
 
 _SORT_MAX_MS = 10**13 - 1
-
-
-def now_iso(epoch_s: float | None = None) -> str:
-    """UTC timestamp with milliseconds, e.g. `2026-11-29T04:36:00.123Z`."""
-    moment = datetime.fromtimestamp(time.time() if epoch_s is None else epoch_s, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _ms(epoch_s: float) -> int:
@@ -109,6 +62,7 @@ _PROTECTED = frozenset(
     {"name", "spec", "spec_hash", "status", "created_at", "updated_at", "sort_key", "namespace", "framework", "run_id"}
 )
 _TERMINAL_CSV = ",".join(sorted(TERMINAL))
+_STATUS_ORDER_CSV = ",".join(STATUS_ORDER)
 _LIST_BATCH = 200
 
 
@@ -148,27 +102,10 @@ class JobStore:
         if not redis_client.connection_pool.connection_kwargs.get("decode_responses"):
             raise ValueError("JobStore needs a Redis client created with decode_responses=True")
         self.redis = redis_client
-        self.prefix = prefix
+        self.keys = Keys(prefix)
         self._create = redis_client.register_script(CREATE)
         self._transition = redis_client.register_script(TRANSITION)
         self._update = redis_client.register_script(UPDATE)
-
-    @classmethod
-    def from_url(cls, url: str, prefix: str = "tb:") -> JobStore:
-        return cls(redis.Redis.from_url(url, decode_responses=True), prefix)
-
-    # keys
-    def job_key(self, name: str) -> str:
-        return f"{self.prefix}job:{name}"
-
-    def events_key(self, name: str) -> str:
-        return f"{self.prefix}events:{name}"
-
-    def _idx(self, kind: str, value: str | None = None) -> str:
-        return f"{self.prefix}idx:{kind}" if value is None else f"{self.prefix}idx:{kind}:{value}"
-
-    def _entered(self, status: JobStatus | str) -> str:
-        return f"{self.prefix}entered:{status}"
 
     # --- create and read ---------------------------------------------------------------------------------------
 
@@ -197,15 +134,16 @@ class JobStore:
             "run_id": record.run_id,
         }
         event = {"at": now, "from": None, "to": "queued", "reason": "created", "attempt": record.attempt}
+        k = self.keys
         keys = [
-            self.job_key(record.name),
-            self.events_key(record.name),
-            self._idx("all"),
-            self._idx("status", JobStatus.QUEUED),
-            self._idx("framework", record.framework),
-            self._idx("run_id", record.run_id),
-            self._idx("namespace", record.namespace),
-            self._entered(JobStatus.QUEUED),
+            k.job(record.name),
+            k.events(record.name),
+            k.index(),
+            k.status_index(JobStatus.QUEUED),
+            k.index("framework", record.framework),
+            k.index("run_id", record.run_id),
+            k.index("namespace", record.namespace),
+            k.entered(JobStatus.QUEUED),
         ]
         args: list[Any] = [record.spec_hash, sort_key, now_ms, json.dumps(event), record.name, *_flat(fields)]
         outcome, raw = self._create(keys=keys, args=args)
@@ -217,8 +155,19 @@ class JobStore:
         raise JobConflict(existing)
 
     def get(self, name: str) -> JobRecord | None:
-        raw = self.redis.hgetall(self.job_key(name))
+        raw = self.redis.hgetall(self.keys.job(name))
         return JobRecord.from_redis(raw) if raw else None  # type: ignore[arg-type]
+
+    def get_many(self, names: Iterable[str]) -> list[JobRecord | None]:
+        """The records of `names` in one round trip, in order (None where a job does not exist)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(self.keys.job(name))
+        return [JobRecord.from_redis(raw) if raw else None for raw in pipe.execute()]
+
+    def load(self, names: Iterable[str]) -> list[JobRecord]:
+        """The records of `names` that exist, in one round trip."""
+        return [record for record in self.get_many(names) if record is not None]
 
     def require(self, name: str) -> JobRecord:
         record = self.get(name)
@@ -228,7 +177,7 @@ class JobStore:
 
     def events(self, name: str) -> list[dict[str, Any]]:
         """The job's transitions, oldest first: `{at, from, to, reason, attempt}` each."""
-        return [json.loads(item) for item in self.redis.lrange(self.events_key(name), 0, -1)]  # type: ignore[union-attr]
+        return [json.loads(item) for item in self.redis.lrange(self.keys.events(name), 0, -1)]  # type: ignore[union-attr]
 
     # --- state changes -----------------------------------------------------------------------------------------
 
@@ -282,7 +231,7 @@ class JobStore:
             raise ValueError(f"update cannot write {sorted(refused)}; use transition")
         if not fields:
             return self.require(name)
-        result = self._update(keys=[self.job_key(name)], args=[now_iso(), *_flat(fields)])
+        result = self._update(keys=[self.keys.job(name)], args=[now_iso(), *_flat(fields)])
         if result[0] == "missing":
             raise JobNotFound(name)
         return JobRecord.from_redis(_pairs(result[1]))
@@ -296,7 +245,6 @@ class JobStore:
         fields = dict(change.fields)
         detail = fields.pop("detail", None)
         args = [
-            self.prefix,
             change.name,
             to.value,
             now_iso(epoch),
@@ -306,11 +254,12 @@ class JobStore:
             "*" if change.expect_from is None else ",".join(sorted(JobStatus(s) for s in change.expect_from)),
             "" if change.expect_attempt is None else change.expect_attempt,
             _TERMINAL_CSV,
+            _STATUS_ORDER_CSV,
             *_flat(fields),
         ]
         if detail is not None:
             args += ["detail", str(detail)]
-        keys = [self.job_key(change.name), self.events_key(change.name)]
+        keys = [self.keys.job(change.name), self.keys.events(change.name), *self.keys.status_keys()]
         return self._transition(keys=keys, args=args, client=client)
 
     @staticmethod
@@ -349,14 +298,15 @@ class JobStore:
         wanted = {k: str(v) for k, v in given.items() if v is not None}
         limit = max(1, limit)
         kind = next((k for k in ("status", "run_id", "namespace", "framework") if k in wanted), None)
-        index = self._idx(kind, wanted[kind]) if kind else self._idx("all")
+        index = self.keys.index(kind, wanted[kind]) if kind else self.keys.index()
         start = "(" + decode_cursor(cursor) if cursor else "-"
         page: list[tuple[str, JobRecord]] = []
         while len(page) <= limit:
             keys: list[str] = self.redis.zrange(index, start, "+", bylex=True, offset=0, num=_LIST_BATCH)  # type: ignore[assignment]
             if not keys:
                 break
-            for key, rec in zip(keys, self._load(keys), strict=True):
+            records = self.get_many(key.partition("|")[2] for key in keys)
+            for key, rec in zip(keys, records, strict=True):
                 if rec is not None and _matches(rec, wanted):
                     page.append((key, rec))
             start = "(" + keys[-1]
@@ -364,18 +314,12 @@ class JobStore:
             return [rec for _, rec in page[:limit]], encode_cursor(page[limit - 1][0])
         return [rec for _, rec in page], None
 
-    def _load(self, sort_keys: list[str]) -> list[JobRecord | None]:
-        pipe = self.redis.pipeline(transaction=False)
-        for key in sort_keys:
-            pipe.hgetall(self.job_key(key.partition("|")[2]))
-        return [JobRecord.from_redis(raw) if raw else None for raw in pipe.execute()]
-
     def names_in(self, *statuses: JobStatus | str) -> list[str]:
         """Names of jobs in any of `statuses`, in the order they entered it (FIFO: for `waiting_quota` that is the
         order of `enqueued_at`)."""
         pipe = self.redis.pipeline(transaction=False)
         for status in statuses:
-            pipe.zrange(self._entered(JobStatus(status)), 0, -1, withscores=True)
+            pipe.zrange(self.keys.entered(status), 0, -1, withscores=True)
         entries = [(score, name) for result in pipe.execute() for name, score in result]
         return [name for _, name in sorted(entries)]
 
@@ -384,7 +328,7 @@ class JobStore:
         names = self.names_in(*statuses)
         pipe = self.redis.pipeline(transaction=False)
         for name in names:
-            pipe.hget(self.job_key(name), "namespace")
+            pipe.hget(self.keys.job(name), "namespace")
         grouped: dict[str, list[str]] = {}
         for name, namespace in zip(names, pipe.execute(), strict=True):
             if namespace is not None:
@@ -394,7 +338,7 @@ class JobStore:
     def stale_queued(self, older_than_s: float) -> list[str]:
         """Jobs `queued` for more than `older_than_s` (or since their last `mark_requeued`), oldest first."""
         cutoff = _ms(time.time() - older_than_s)
-        return list(self.redis.zrangebyscore(self._entered(JobStatus.QUEUED), "-inf", cutoff))  # type: ignore[arg-type]
+        return list(self.redis.zrangebyscore(self.keys.entered(JobStatus.QUEUED), "-inf", cutoff))  # type: ignore[arg-type]
 
     def mark_requeued(self, names: Iterable[str]) -> None:
         """Restart the staleness clock of queued jobs just re-enqueued, so each is re-sent at most once per
@@ -402,13 +346,13 @@ class JobStore:
         now_ms = _ms(time.time())
         mapping = {name: now_ms for name in names}
         if mapping:
-            self.redis.zadd(self._entered(JobStatus.QUEUED), mapping, xx=True)
+            self.redis.zadd(self.keys.entered(JobStatus.QUEUED), mapping, xx=True)
 
     def count_by_status(self) -> dict[str, int]:
         """How many jobs are in each status (for metrics)."""
         pipe = self.redis.pipeline(transaction=False)
         for status in JobStatus:
-            pipe.zcard(self._idx("status", status))
+            pipe.zcard(self.keys.status_index(status))
         return {status.value: int(n) for status, n in zip(JobStatus, pipe.execute(), strict=True)}
 
 

@@ -2,7 +2,7 @@
 
 Replies are tables whose first item names the outcome (`created`/`exists`/`conflict`, `ok`/`missing`/`illegal`/
 `unexpected`/`attempt`), so domain refusals never travel as Redis errors and a pipeline of many transitions reports
-each one separately. Index key names are built from the prefix inside TRANSITION (single Redis, not Cluster).
+each one separately. Every key a script touches comes in `KEYS` (`broker.keys`); no script builds a key name.
 """
 
 CREATE = """
@@ -22,18 +22,20 @@ return {'created', {}}
 """
 
 TRANSITION = """
--- KEYS: job, events
--- ARGV: prefix, name, to, now_iso, now_ms, reason, allowed_from_csv, expect_from_csv, expect_attempt,
---       terminal_csv, field, value, ...
-local job, p, name, to, now = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+-- KEYS: job, events, then idx:status:<s> for each s of status_order, then entered:<s> for each s of status_order
+-- ARGV: name, to, now_iso, now_ms, reason, allowed_from_csv, expect_from_csv, expect_attempt, terminal_csv,
+--       status_order_csv, field, value, ...
+local job, name, to, now = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local function has(csv, s) return string.find(',' .. csv .. ',', ',' .. s .. ',', 1, true) ~= nil end
+local slot, n = {}, 0
+for s in string.gmatch(ARGV[10], '[^,]+') do n = n + 1; slot[s] = n end
 local cur = redis.call('HGET', job, 'status')
 if not cur then return {'missing'} end
 local attempt = tonumber(redis.call('HGET', job, 'attempt'))
-if not has(ARGV[7], cur) then return {'illegal', cur, attempt} end
-if ARGV[8] ~= '*' and not has(ARGV[8], cur) then return {'unexpected', cur, attempt} end
-if ARGV[9] ~= '' and tonumber(ARGV[9]) ~= attempt then return {'attempt', cur, attempt} end
-local set = {status = to, updated_at = now, detail = ARGV[6]}
+if not has(ARGV[6], cur) then return {'illegal', cur, attempt} end
+if ARGV[7] ~= '*' and not has(ARGV[7], cur) then return {'unexpected', cur, attempt} end
+if ARGV[8] ~= '' and tonumber(ARGV[8]) ~= attempt then return {'attempt', cur, attempt} end
+local set = {status = to, updated_at = now, detail = ARGV[5]}
 if to == 'queued' and (cur == 'failed' or cur == 'cancelled') then
   attempt = attempt + 1
   set.attempt = tostring(attempt)
@@ -44,18 +46,18 @@ if cur == 'waiting_quota' and to ~= 'waiting_quota' then set.queue_info = '' end
 if to == 'queued' or to == 'waiting_quota' then set.enqueued_at = now end
 if to == 'submitted' then set.submitted_at = now end
 if to == 'running' and (redis.call('HGET', job, 'started_at') or '') == '' then set.started_at = now end
-if has(ARGV[10], to) then set.finished_at = now end
+if has(ARGV[9], to) then set.finished_at = now end
 for i = 11, #ARGV, 2 do set[ARGV[i]] = ARGV[i + 1] end
 local flat = {}
 for k, v in pairs(set) do flat[#flat + 1] = k; flat[#flat + 1] = v end
 redis.call('HSET', job, unpack(flat))
 attempt = tonumber(set.attempt or attempt)
 local sk = redis.call('HGET', job, 'sort_key')
-redis.call('ZREM', p .. 'idx:status:' .. cur, sk)
-redis.call('ZADD', p .. 'idx:status:' .. to, 0, sk)
-redis.call('ZREM', p .. 'entered:' .. cur, name)
-redis.call('ZADD', p .. 'entered:' .. to, tonumber(ARGV[5]), name)
-local event = {at = now, from = cur, to = to, reason = ARGV[6], attempt = attempt}
+redis.call('ZREM', KEYS[2 + slot[cur]], sk)
+redis.call('ZADD', KEYS[2 + slot[to]], 0, sk)
+redis.call('ZREM', KEYS[2 + n + slot[cur]], name)
+redis.call('ZADD', KEYS[2 + n + slot[to]], tonumber(ARGV[4]), name)
+local event = {at = now, from = cur, to = to, reason = ARGV[5], attempt = attempt}
 redis.call('RPUSH', KEYS[2], cjson.encode(event))
 return {'ok', redis.call('HGETALL', job)}
 """

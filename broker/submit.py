@@ -22,10 +22,10 @@ from broker.admission import ADMISSIBLE, admit
 from broker.backends.errors import AlreadyExists, ClusterError, TransientClusterError
 from broker.cancel import finish_cancel
 from broker.context import BrokerContext
-from broker.jobs import ON_CLUSTER, JobRecord, JobStatus, object_name
+from broker.errors import IllegalTransition
+from broker.jobs import ON_CLUSTER, JobRecord, JobStatus, now_iso, object_name
 from broker.render import attempt_selector, render_pytorchjob
 from broker.retry import GaveUp
-from broker.store import IllegalTransition, now_iso
 
 S = JobStatus
 log = logging.getLogger(__name__)

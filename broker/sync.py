@@ -23,20 +23,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import secrets
 import time
-from datetime import UTC, datetime
 from typing import Any
+
+from redis.exceptions import LockError
 
 from broker import kueue, recovery
 from broker.admission import admit
 from broker.backends.errors import ClusterError
-from broker.celery_app import CANCEL_TASK, SUBMIT_TASK
 from broker.context import BrokerContext
-from broker.jobs import ON_CLUSTER, TERMINAL, JobRecord, JobStatus
-from broker.quota import parse_member
+from broker.errors import StoreError
+from broker.jobs import ON_CLUSTER, TERMINAL, JobRecord, JobStatus, parse_iso
+from broker.keys import member, parse_member
+from broker.names import CANCEL_TASK, SUBMIT_TASK
 from broker.render import MANAGED_SELECTOR
-from broker.store import Change, StoreError
+from broker.store import Change
 
 S = JobStatus
 log = logging.getLogger(__name__)
@@ -81,10 +82,11 @@ def _replica_summary(statuses: dict[str, Any]) -> str:
 
 
 def sync_jobs(ctx: BrokerContext) -> SyncReport:
-    """One cycle. Skips (report.skipped) when another cycle holds the lock."""
-    lock, token = ctx.key("sync:lock"), secrets.token_hex(8)
+    """One cycle. Skips (report.skipped) when another cycle holds the lock (redis-py's `Lock`: a token per holder,
+    released only by its holder; it expires after six intervals, at least a minute, should this process die)."""
     ttl = max(60, int(ctx.settings.sync_interval_s * 6))
-    if not ctx.redis.set(lock, token, nx=True, ex=ttl):
+    lock = ctx.redis.lock(ctx.keys.sync_lock, timeout=ttl, blocking=False)
+    if not lock.acquire():
         return SyncReport(skipped=True)
     try:
         report = SyncReport()
@@ -95,8 +97,10 @@ def sync_jobs(ctx: BrokerContext) -> SyncReport:
         requeue_stuck(ctx, report)
         return report
     finally:
-        if ctx.redis.get(lock) == token:
-            ctx.redis.delete(lock)
+        try:
+            lock.release()
+        except LockError:
+            log.warning("status sync: the lock expired before the cycle ended; raise TRAINER_SYNC_INTERVAL_S")
 
 
 def _tracked(record: JobRecord) -> bool:
@@ -106,7 +110,7 @@ def _tracked(record: JobRecord) -> bool:
 
 def sync_cluster_status(ctx: BrokerContext, report: SyncReport) -> None:
     for namespace, names in ctx.store.by_namespace(*ON_CLUSTER, S.WAITING_QUOTA).items():
-        records = [r for r in load_records(ctx, names) if _tracked(r)]
+        records = [r for r in ctx.store.load(names) if _tracked(r)]
         if not records:
             continue
         try:
@@ -120,29 +124,21 @@ def sync_cluster_status(ctx: BrokerContext, report: SyncReport) -> None:
         _apply(ctx, changes, report)
 
 
-def load_records(ctx: BrokerContext, names: list[str]) -> list[JobRecord]:
-    """The records of `names` in one round trip (missing ones left out)."""
-    pipe = ctx.redis.pipeline(transaction=False)
-    for name in names:
-        pipe.hgetall(ctx.store.job_key(name))
-    return [JobRecord.from_redis(raw) for raw in pipe.execute() if raw]
-
-
 def _changes(ctx: BrokerContext, records: list[JobRecord], by_name: dict[str, Any],
              report: SyncReport) -> list[Change]:
     changes: list[Change] = []
-    missing_key = ctx.key("sync:missing")
+    missing_key = ctx.keys.sync_missing
     for record in records:
-        member = f"{record.name}#{record.attempt}"
+        attempt = member(record.name, record.attempt)
         obj = by_name.get(record.cluster_object or record.object_name())
         if obj is None:
-            seen_missing = int(ctx.redis.hincrby(missing_key, member, 1))  # type: ignore[arg-type]
+            seen_missing = int(ctx.redis.hincrby(missing_key, attempt, 1))  # type: ignore[arg-type]
             if seen_missing >= ctx.settings.vanished_grace_cycles:
                 report.vanished.append(record.name)
                 changes.append(Change(record.name, S.FAILED, _vanished_detail(record, seen_missing),
                                       frozenset({record.status}), record.attempt))
             continue
-        ctx.redis.hdel(missing_key, member)
+        ctx.redis.hdel(missing_key, attempt)
         if kueue.is_suspended_by_kueue(obj) and record.status in (S.WAITING_QUOTA, S.SUBMITTED):
             continue  # still waiting for Kueue's admission (its detail was written when it was created)
         mapped = map_status(obj)
@@ -176,7 +172,7 @@ def _apply(ctx: BrokerContext, changes: list[Change], report: SyncReport) -> Non
         report.changed[change.name] = change.to.value
         if change.to in TERMINAL:
             ctx.quota.release(result.namespace, result.name, result.attempt)
-            ctx.redis.hdel(ctx.key("sync:missing"), f"{result.name}#{result.attempt}")
+            ctx.redis.hdel(ctx.keys.sync_missing, member(result.name, result.attempt))
         if change.to == S.FAILED:
             cause = recovery.VANISHED if change.name in report.vanished else recovery.CLUSTER_FAILED
             if recovery.after_failure(ctx, result, cause, change.reason) == "recovering":
@@ -186,9 +182,9 @@ def _apply(ctx: BrokerContext, changes: list[Change], report: SyncReport) -> Non
 def admit_waiting(ctx: BrokerContext, report: SyncReport) -> None:
     """Try every waiting job, first in line first; the quota's FIFO keeps later jobs behind earlier ones."""
     cache: dict[str, int | None] = {}
-    for name in ctx.store.names_in(S.WAITING_QUOTA):
-        record = ctx.store.get(name)
-        if record is None or record.status != S.WAITING_QUOTA or record.cluster_object:
+    for record in ctx.store.load(ctx.store.names_in(S.WAITING_QUOTA)):
+        name = record.name
+        if record.status != S.WAITING_QUOTA or record.cluster_object:
             continue  # a job with an object waits for Kueue, not for our quota
         try:
             admitted = admit(ctx, record, cache)
@@ -210,11 +206,11 @@ def requeue_stuck(ctx: BrokerContext, report: SyncReport) -> None:
     report.requeued = list(stale)
     now = time.time()
     cutoff = now - ctx.settings.requeue_after_s
-    nudged_key = ctx.key("sync:nudged")
+    nudged_key = ctx.keys.sync_nudged
     nudged: dict[str, str] = ctx.redis.hgetall(nudged_key)  # type: ignore[assignment]
-    stuck = load_records(ctx, ctx.store.names_in(S.CANCELLING, S.ADMITTED))
+    stuck = ctx.store.load(ctx.store.names_in(S.CANCELLING, S.ADMITTED))
     for record in stuck:
-        last = max(_epoch(record.updated_at), float(nudged.get(record.name, 0)))
+        last = max(parse_iso(record.updated_at) or 0.0, float(nudged.get(record.name, 0)))
         if last < cutoff:
             ctx.enqueue(CANCEL_TASK if record.status == S.CANCELLING else SUBMIT_TASK, record.name)
             ctx.redis.hset(nudged_key, record.name, str(now))
@@ -224,23 +220,15 @@ def requeue_stuck(ctx: BrokerContext, report: SyncReport) -> None:
         ctx.redis.hdel(nudged_key, *gone)
 
 
-def _epoch(stamp: str) -> float:
-    try:
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(UTC).timestamp()
-    except ValueError:
-        return 0.0
-
-
 def reconcile_quota(ctx: BrokerContext) -> None:
     """Give back reservations nobody holds any more; take jobs that stopped waiting out of the line."""
     for namespace in ctx.quota.namespaces_held():
-        for member in ctx.quota.held(namespace):
-            job, attempt = parse_member(member)
-            record = ctx.store.get(job)
+        held = [parse_member(m) for m in ctx.quota.held(namespace)]
+        for (job, attempt), record in zip(held, ctx.store.get_many(j for j, _ in held), strict=True):
             if record is None or record.attempt != attempt or record.status in TERMINAL:
                 ctx.quota.release(namespace, job, attempt)
     for namespace in ctx.quota.namespaces_waiting():
-        for job in ctx.quota.line(namespace):
-            record = ctx.store.get(job)
+        line = ctx.quota.line(namespace)
+        for job, record in zip(line, ctx.store.get_many(line), strict=True):
             if record is None or record.status not in (S.QUEUED, S.WAITING_QUOTA):
                 ctx.quota.leave_line(namespace, job)

@@ -1,9 +1,10 @@
 """The broker's Celery tasks: thin. Each takes a job name, builds nothing itself and calls the logic
 (`broker.submit`, `broker.cancel`, `broker.sync`) with this process's context.
 
-Automatic retries only for transient infrastructure errors (the cluster answered 429/5xx or not at all after the
-logic's own retries, or Redis is unreachable) — never for `Exception`: a programming error or a permanent 4xx must
-not loop. The context (Redis client, cluster backend) is built lazily in each worker process, after the fork.
+No Celery retries: the one retry layer is `broker.retry`, inside the logic, around each cluster call. A task that
+still fails (the cluster kept failing, Redis is unreachable) leaves its job where it was, and the periodic sync sends
+the task again after `TRAINER_REQUEUE_AFTER_S` (every task is idempotent). The context (Redis client, cluster
+backend) is built lazily in each worker process, after the fork.
 """
 
 from __future__ import annotations
@@ -11,20 +12,17 @@ from __future__ import annotations
 import logging
 import os
 
-import redis
-
 from broker.backends import make_backend
-from broker.backends.errors import TransientClusterError
 from broker.cancel import cancel_job as cancel_logic
-from broker.celery_app import CANCEL_TASK, DRY_RUN_TASK, SUBMIT_TASK, SYNC_TASK, app
+from broker.celery_app import app
 from broker.context import BrokerContext
 from broker.dryrun import dry_run as dry_run_logic
+from broker.names import CANCEL_TASK, DRY_RUN_TASK, SUBMIT_TASK, SYNC_TASK
 from broker.settings import BrokerSettings
 from broker.submit import submit_job as submit_logic
 from broker.sync import sync_jobs as sync_logic
 
 log = logging.getLogger(__name__)
-TRANSIENT = (TransientClusterError, redis.ConnectionError, redis.TimeoutError)
 _context: tuple[int, BrokerContext] | None = None
 
 
@@ -41,30 +39,26 @@ def context() -> BrokerContext:
     return _context[1]
 
 
-_RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": 2, "retry_backoff_max": 120, "retry_jitter": True,
-          "max_retries": 10}
-
-
-@app.task(name=SUBMIT_TASK, acks_late=True, **_RETRY)
+@app.task(name=SUBMIT_TASK, acks_late=True, max_retries=0)
 def submit_job(name: str) -> str:
     outcome = submit_logic(context(), name)
     log.info("submit %s: %s", name, outcome)
     return outcome
 
 
-@app.task(name=CANCEL_TASK, acks_late=True, **_RETRY)
+@app.task(name=CANCEL_TASK, acks_late=True, max_retries=0)
 def cancel_job(name: str) -> str:
     outcome = cancel_logic(context(), name)
     log.info("cancel %s: %s", name, outcome)
     return outcome
 
 
-@app.task(name=DRY_RUN_TASK, acks_late=True, autoretry_for=(), max_retries=0)
+@app.task(name=DRY_RUN_TASK, acks_late=True, max_retries=0)
 def dry_run(token: str) -> str:
     return dry_run_logic(context(), token)
 
 
-@app.task(name=SYNC_TASK, acks_late=True, autoretry_for=(), max_retries=0)
+@app.task(name=SYNC_TASK, acks_late=True, max_retries=0)
 def sync_jobs() -> dict[str, object]:
     report = sync_logic(context())
     return {"changed": report.changed, "vanished": report.vanished, "admitted": report.admitted,

@@ -31,9 +31,9 @@ import redis
 import requests
 from demo_storage import LocalRuns, RunStorage, S3Runs, layout
 
-from api.cli import Client, CliError, CliSettings
-from api.cli_wait import BarDisplay, Display, poll
 from broker.backends.local import LocalBackend
+from trainctl import Client, TrainerError
+from trainctl.display import BarDisplay, Display
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / ".demo"
@@ -61,9 +61,6 @@ FRAMEWORKS = {"hf": 1, "nemo": 1, "meta": 2}
 TRAIN_ARGS = {"max_steps": 30, "save_steps": 10, "logging_steps": 5, "lr": 1e-3, "batch_size": 8, "block_size": 64}
 #: The run that is cancelled and retried: long enough to be caught between two checkpoints.
 LONG_ARGS = {**TRAIN_ARGS, "max_steps": 500, "save_steps": 30, "logging_steps": 10}
-
-
-TERMINAL_STATES = ("succeeded", "failed", "cancelled")
 
 
 class TimedDisplay(Display):
@@ -158,7 +155,7 @@ class Demo:
         self.api_url = f"http://127.0.0.1:{self.ports['api']}"
         self.flower_url = f"http://127.0.0.1:{self.ports['flower']}"
         self.services = Services(self.dir / "logs")
-        self.client = Client(CliSettings(base_url=self.api_url, token=self.token), timeout_s=15)
+        self.client = Client(self.api_url, self.token, timeout_s=15)
         self.results: list[tuple[str, bool, str]] = []
 
     def env(self) -> dict[str, str]:
@@ -256,10 +253,10 @@ class Demo:
     def submit(self, request: Path) -> str:
         return self.trainctl("submit", str(request)).split()[0]
 
-    def watch(self, names: list[str], timeout_s: float = PHASE_TIMEOUT_S) -> dict[str, dict[str, Any]]:
+    def watch(self, names: list[str], timeout_s: float = PHASE_TIMEOUT_S) -> dict[str, Any]:
         """Poll until every job is terminal, showing each state change and each new training step."""
         displays = self.displays(names)
-        final: dict[str, dict[str, Any]] = {}
+        final: dict[str, Any] = {}
         deadline = time.monotonic() + timeout_s
         try:
             while len(final) < len(names):
@@ -268,8 +265,9 @@ class Demo:
                     raise DemoFailed(f"jobs still running after {timeout_s:g}s: {sorted(set(names) - set(final))}")
                 for name in names:
                     if name not in final:
-                        job = poll(self.client, name, displays[name])
-                        if job["status"] in TERMINAL_STATES:
+                        job, progress = self.client.look(name)
+                        displays[name](job, progress)
+                        if job.get("terminal"):
                             final[name] = job
                 time.sleep(1)
         finally:
@@ -284,13 +282,7 @@ class Demo:
             return {name: BarDisplay(name, sys.stdout, position=i) for i, name in enumerate(names)}
         return {name: TimedDisplay(name, sys.stdout) for name in names}
 
-    def progress(self, name: str) -> dict[str, Any] | None:
-        try:
-            return self.client.get(f"/train/{name}/progress")["progress"]  # type: ignore[no-any-return]
-        except CliError:
-            return None
-
-    def record(self, name: str, job: dict[str, Any], expected: str = "succeeded") -> None:
+    def record(self, name: str, job: Any, expected: str = "succeeded") -> None:
         ok = job["status"] == expected
         verdict = "succeeded" if job["status"] == "succeeded" else job["status"]
         line = f"{name}: framework {job['framework']} {verdict} (attempt {job['attempt']})"
@@ -303,8 +295,8 @@ class Demo:
 
     def show_log_tail(self, name: str, lines: int = 15) -> None:
         try:
-            logs = self.client.get(f"/train/{name}/logs", tail=lines)["logs"]
-        except CliError as exc:
+            logs = self.client.logs(name, tail=lines)
+        except TrainerError as exc:
             say(f"{name}: no logs ({exc})")
             return
         for entry in logs:
@@ -338,8 +330,9 @@ class Demo:
         display = self.displays([name])[name]
 
         def has_checkpoint() -> bool:
-            job = poll(self.client, name, display)
-            if job["status"] in TERMINAL_STATES:
+            job, progress = self.client.look(name)
+            display(job, progress)
+            if job.get("terminal"):
                 raise DemoFailed(f"{name} ended ({job['status']}) before it could be cancelled")
             return bool(manifests())
 
@@ -355,14 +348,14 @@ class Demo:
         wait_args = ["wait", name, "--interval", "1", "--timeout", str(PHASE_TIMEOUT_S)]
         say("$ trainctl " + " ".join(wait_args))
         subprocess.run([str(BIN / "trainctl"), *wait_args], env=self.env(), check=False)  # a bar in a terminal
-        retried = self.client.get(f"/train/{name}")
+        retried = self.client.get(name)
         self.record(name, retried)
         self.check_resumed(name, retried["attempt"])
         self.trainctl("events", name)
 
     def check_resumed(self, name: str, attempt: int) -> None:
         say(f"$ trainctl logs {name} --tail 400 | grep 'resuming from'")
-        logs = self.client.get(f"/train/{name}/logs", tail=400)["logs"]
+        logs = self.client.logs(name, tail=400)
         resumed = [line for entry in logs for line in entry["text"].splitlines() if "resuming from" in line]
         if resumed:
             line = f"{name}: attempt {attempt} {resumed[0].split(': ', 1)[-1]}"

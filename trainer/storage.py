@@ -60,10 +60,6 @@ def storage_for(uri: str) -> Storage:
     raise ValueError(f"unsupported storage URI {uri!r} (use s3://, file:// or a local path)")
 
 
-def is_remote(uri: str) -> bool:
-    return urlparse(uri).scheme == "s3"
-
-
 class LocalStorage:
     """Local files. `file:///x` and `/x` name the same file; writes go to a temp file then `os.replace`."""
 

@@ -1,6 +1,10 @@
-"""Cluster backends. `make_backend(settings)` is the one place that picks one, by `TRAINER_CLUSTER_BACKEND`."""
+"""Cluster backends. `make_backend(settings)` is the one place that picks one, by `TRAINER_CLUSTER_BACKEND`;
+`replica_logs(settings, …)` is where a backend's own replica logs are, for readers that must not run a backend
+(the API)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from broker.backends.base import ClusterBackend
 from broker.backends.errors import ClusterError
@@ -22,3 +26,13 @@ def make_backend(settings: BrokerSettings) -> ClusterBackend:
             raise ClusterError(f"the local backend is not available ({exc}); set TRAINER_CLUSTER_BACKEND") from exc
         return LocalBackend(settings.local_workdir, terminate_grace_s=settings.local_terminate_grace_s)
     raise ClusterError(f"unknown TRAINER_CLUSTER_BACKEND {settings.cluster_backend!r}: use kubernetes or local")
+
+
+def replica_logs(settings: BrokerSettings, namespace: str, name: str) -> list[Path]:
+    """The replica logs the configured backend keeps itself for object `name`, Master first. Only the local backend
+    keeps any (files under `TRAINER_LOCAL_WORKDIR`); on Kubernetes the run's `logs/` in storage is the one source."""
+    if settings.cluster_backend != "local":
+        return []
+    from broker.backends import local_files
+
+    return local_files.log_files(Path(settings.local_workdir).resolve(), namespace, name)

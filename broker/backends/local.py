@@ -17,7 +17,7 @@ Everything lives on disk under `workdir/<namespace>/<name>/`, so a restarted wor
 reading logs, a second worker) sees the same jobs:
 
 - `object.json` — the object as created (metadata with uid and creationTimestamp, spec);
-- `state.json` — master port, and per replica its supervisor pid, the pid's kernel start time and file names;
+- `state.json` — master port, and per replica its supervisor pid, that process's creation time and file names;
   the terminal outcome once observed;
 - `<replica>-<i>.log` — the replica's stdout and stderr (`master-0.log`, `worker-0.log`, …);
 - `<replica>-<i>.exit` — written by `broker.backends.local_supervisor` when the replica ends (exit code and time).
@@ -35,7 +35,6 @@ directory to `workdir/<namespace>/.deleted/<name>-<uid>/`, keeping its logs for 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 import shutil
@@ -50,11 +49,11 @@ from typing import Any
 from broker.backends import local_procs as procs
 from broker.backends.base import PyTorchJob
 from broker.backends.errors import AlreadyExists, ClusterError, Invalid
+from broker.backends.local_files import DELETED_DIR, OBJECT_FILE, STATE_FILE, job_dir, log_files
+from broker.backends.local_files import read_json as _read_json
+from broker.backends.local_files import write_json as _write_json
 from broker.backends.local_status import FAILED, RUNNING, SUCCEEDED, Outcome, ReplicaState, decide_outcome, job_status
 
-OBJECT_FILE = "object.json"
-STATE_FILE = "state.json"
-DELETED_DIR = ".deleted"
 #: Variables of the service's own environment that replicas never inherit.
 PRIVATE_ENV = frozenset({"TRAINER_API_TOKEN", "REDIS_URL", "FLOWER_BASIC_AUTH", "CELERY_BROKER_URL"})
 #: (replica type, index, node rank, container) per replica, Master first.
@@ -72,21 +71,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError as exc:
-        raise ClusterError(f"corrupt local job file {path}: {exc}") from exc
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
 
 
 # --- label selectors -------------------------------------------------------------------------------------------
@@ -220,14 +204,11 @@ class LocalBackend:
     # --- paths ---
 
     def job_dir(self, namespace: str, name: str) -> Path:
-        if "/" in name or "/" in namespace or name.startswith(".") or namespace.startswith("."):
-            raise Invalid(f"invalid namespace/name {namespace}/{name}")
-        return self.workdir / namespace / name
+        return job_dir(self.workdir, namespace, name)
 
     def log_files(self, namespace: str, name: str) -> list[Path]:
         """The job's replica logs, Master first; empty when the job does not exist."""
-        state = _read_json(self.job_dir(namespace, name) / STATE_FILE) or {}
-        return [self.job_dir(namespace, name) / r["log"] for r in state.get("replicas", [])]
+        return log_files(self.workdir, namespace, name)
 
     # --- ClusterBackend ---
 
@@ -331,7 +312,7 @@ class LocalBackend:
             )
         procs.remember_child(proc.pid)
         return {
-            "type": rtype, "index": index, "pid": proc.pid, "pgid": proc.pid, "ticks": procs.start_ticks(proc.pid),
+            "type": rtype, "index": index, "pid": proc.pid, "pgid": proc.pid, "started": procs.start_time(proc.pid),
             "log": f"{base}.log", "exit_file": exit_file.name, "argv": argv,
         }
 
@@ -345,7 +326,7 @@ class LocalBackend:
     def _observe(self, directory: Path, replica: dict[str, Any]) -> ReplicaState:
         rtype, index = replica["type"], replica["index"]
         record = _read_json(directory / replica["exit_file"])
-        if record is None and procs.is_alive(replica["pid"], replica.get("ticks")):
+        if record is None and procs.is_alive(replica["pid"], replica.get("started")):
             return ReplicaState(rtype, index, RUNNING)
         if record is None:
             record = _read_json(directory / replica["exit_file"])  # it may have ended between the two looks

@@ -1,8 +1,8 @@
-"""Process bookkeeping for the local backend: liveness that survives restarts, and process-group termination.
+"""Process bookkeeping for the local backend, on psutil: liveness that survives restarts, and process-group
+termination.
 
-A replica is known by its supervisor's pid and the kernel's start time of that pid (`/proc/<pid>/stat` field 22),
-so a recycled pid is never taken for the replica. Zombies count as ended. On systems without `/proc` the start time
-is unknown and liveness falls back to `kill(pid, 0)`.
+A replica is known by its supervisor's pid and that process's creation time, so a recycled pid is never taken for
+the replica. Zombies count as ended.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
-_PROC = Path("/proc")
+import psutil
+
 #: Supervisors this process started: reaped on every backend call so they do not linger as zombies.
 _spawned: set[int] = set()
+_ENDED = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
 
 
 def remember_child(pid: int) -> None:
@@ -31,54 +32,41 @@ def reap_children() -> None:
             _spawned.discard(pid)
 
 
-def _stat(pid: int) -> list[str] | None:
-    """Fields 3.. of `/proc/<pid>/stat` (state first), or None when the process does not exist."""
+def start_time(pid: int) -> float | None:
+    """When `pid` was created (epoch seconds, as psutil reports it), or None when it does not exist."""
     try:
-        raw = (_PROC / str(pid) / "stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
         return None
-    return raw[raw.rindex(")") + 2 :].split()
 
 
-def start_ticks(pid: int) -> int | None:
-    """The kernel's start time of `pid` in clock ticks, or None when unknown."""
-    fields = _stat(pid)
-    return int(fields[19]) if fields else None
-
-
-def is_alive(pid: int, ticks: int | None) -> bool:
-    """True while the process that was `pid` (started at `ticks`) is still running and not a zombie."""
-    reap_children()
-    if not _PROC.is_dir():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    fields = _stat(pid)
-    if fields is None or fields[0] in ("Z", "X"):
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() not in _ENDED
+    except psutil.Error:
         return False
-    return ticks is None or int(fields[19]) == ticks
+
+
+def is_alive(pid: int, started: float | None) -> bool:
+    """True while the process that was `pid` (created at `started`) is still running and not a zombie."""
+    reap_children()
+    try:
+        proc = psutil.Process(pid)
+        same = started is None or proc.create_time() == started
+    except psutil.Error:
+        return False
+    return same and _running(proc)
 
 
 def group_alive(pgid: int) -> bool:
     """True while any non-zombie process is left in process group `pgid`."""
     reap_children()
-    if not _PROC.is_dir():
+    for proc in psutil.process_iter():
         try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    for entry in _PROC.iterdir():
-        if entry.name.isdigit():
-            fields = _stat(int(entry.name))
-            if fields and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            if os.getpgid(proc.pid) == pgid and _running(proc):
                 return True
+        except (ProcessLookupError, PermissionError):
+            continue
     return False
 
 

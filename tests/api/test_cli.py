@@ -15,11 +15,11 @@ import pytest
 from werkzeug.serving import make_server
 
 from api.app import create_app
-from api.cli import main
 from broker.jobs import JobStatus
 from broker.store import JobStore
 from tests.api.conftest import TOKEN, api_env, sample
 from tests.support.redis_server import free_port
+from trainctl.cli import main
 
 
 class LiveApi:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from broker.celery_app import SUBMIT_TASK
+from broker.names import SUBMIT_TASK
 from tests.api.conftest import SEED_SAMPLE
 from tests.support.redis_server import free_port
 
@@ -48,7 +48,7 @@ def _wait_ready(base: str, proc: subprocess.Popen[Any], log: Path) -> None:
         try:
             if requests.get(f"{base}/healthz", timeout=2).ok:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
             time.sleep(0.2)
     raise RuntimeError(f"gunicorn did not become ready: {log.read_text()}")
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from broker.celery_app import CANCEL_TASK, SUBMIT_TASK
 from broker.jobs import JobStatus
+from broker.names import CANCEL_TASK, SUBMIT_TASK
 from broker.store import IllegalTransition, JobStore
 from tests.api.conftest import AUTH, sample
 

@@ -12,8 +12,8 @@ from flask.testing import FlaskClient
 from api.app import create_app
 from api.enqueue import CeleryEnqueuer
 from api.settings import ApiSettings
-from broker.celery_app import SUBMIT_TASK
 from broker.jobs import JobStatus, default_job_name
+from broker.names import SUBMIT_TASK
 from broker.settings import BrokerSettings
 from broker.store import JobStore
 from tests.api.conftest import AUTH, SEED_SAMPLE, api_env, sample

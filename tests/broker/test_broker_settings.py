@@ -27,3 +27,10 @@ def test_values_come_from_the_environment() -> None:
 def test_a_clean_pod_policy_the_operator_does_not_know_is_refused() -> None:
     with pytest.raises(SettingsError, match="TRAINER_JOB_CLEAN_POD_POLICY"):
         BrokerSettings.from_env({"TRAINER_JOB_CLEAN_POD_POLICY": "Sometimes"})
+
+
+def test_the_default_visibility_timeout_outlasts_the_longest_task() -> None:
+    settings = BrokerSettings()
+    assert settings.worst_case_call_s == 6 * 30 + (1 + 2 + 4 + 8 + 16)  # as the settings' docs state: 211 s
+    assert settings.worst_case_task_s == 4 * 211
+    assert settings.visibility_timeout_s > settings.worst_case_task_s

@@ -68,7 +68,7 @@ def test_concurrent_identical_creates_make_exactly_one_job(store: JobStore, redi
     barrier = threading.Barrier(8)
 
     def submit() -> None:
-        own = JobStore.from_url(redis_url, prefix="t:")
+        own = JobStore(redis.Redis.from_url(redis_url, decode_responses=True), prefix="t:")
         barrier.wait()
         outcomes.append(own.create(record())[1])
 
@@ -229,7 +229,7 @@ def test_store_refuses_a_client_without_decoded_responses(redis_url: str) -> Non
 def test_redis_down_surfaces_as_connection_error() -> None:
     from tests.support.redis_server import free_port
 
-    store = JobStore.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    store = JobStore(redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", decode_responses=True))
     with pytest.raises(redis.ConnectionError):
         store.create(record())
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from broker.celery_app import SUBMIT_TASK
 from broker.context import BrokerContext
 from broker.jobs import JobStatus
+from broker.names import SUBMIT_TASK
 from broker.submit import submit_job
 from broker.sync import sync_jobs
 from tests.support.jobs import make_record
@@ -157,7 +157,7 @@ def test_reservations_nobody_holds_are_given_back(ctx: BrokerContext) -> None:
 
 
 def test_a_cycle_skips_while_another_runs(ctx: BrokerContext) -> None:
-    ctx.redis.set(ctx.key("sync:lock"), "other", ex=60)
+    ctx.redis.set(ctx.keys.sync_lock, "other", ex=60)
     assert sync_jobs(ctx).skipped
 
 
@@ -167,7 +167,7 @@ def test_admitted_and_cancelling_jobs_whose_task_was_lost_get_it_again(
     import dataclasses
 
     from broker.admission import admit
-    from broker.celery_app import CANCEL_TASK
+    from broker.names import CANCEL_TASK
 
     admitted, _ = ctx.store.create(make_record("a"))
     admit(ctx, admitted)

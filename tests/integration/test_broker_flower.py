@@ -43,7 +43,7 @@ def test_flower_with_credentials_asks_for_them(redis_server: RedisServer, tmp_pa
             try:
                 anonymous = requests.get(url, timeout=2)
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 assert proc.poll() is None, proc.stdout.read() if proc.stdout else b""
                 assert time.monotonic() < deadline, "flower did not start"
                 time.sleep(0.2)

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from broker.celery_app import SUBMIT_TASK, make_app
+from broker.celery_config import make_app
 from broker.jobs import JobStatus
+from broker.names import SUBMIT_TASK
 from broker.settings import BrokerSettings
 from broker.store import JobStore
 from tests.support.celery_worker import CeleryWorker, wait_for, worker_env

@@ -9,8 +9,9 @@ import pytest
 import redis
 from celery import Celery
 
-from broker.celery_app import CANCEL_TASK, SUBMIT_TASK, make_app
+from broker.celery_config import make_app
 from broker.jobs import JobRecord, JobStatus
+from broker.names import CANCEL_TASK, SUBMIT_TASK
 from broker.quota import QuotaLedger
 from broker.settings import BrokerSettings
 from broker.store import JobStore

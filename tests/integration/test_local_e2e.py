@@ -19,8 +19,8 @@ import pytest
 from werkzeug.serving import make_server
 
 from api.app import create_app
-from api.cli import main as trainctl
 from tests.api.conftest import TOKEN, sample
+from trainctl.cli import main as trainctl
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent

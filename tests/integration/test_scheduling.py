@@ -3,10 +3,12 @@ automatic recovery, queue positions, dry run. The Kueue mode has its own module 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any
 import pytest
 import redis
 from flask.testing import FlaskClient
+from werkzeug.serving import make_server
 
 from api.app import create_app
 from broker.jobs import JobRecord, JobStatus
@@ -23,6 +26,8 @@ from tests.api.conftest import AUTH, TOKEN
 from tests.support.celery_worker import CeleryWorker, wait_for, worker_env
 from tests.support.k8s_emulator import K8sEmulator
 from tests.support.redis_server import RedisServer
+from trainctl import Client
+from trainctl.cli import main as trainctl
 
 pytestmark = pytest.mark.slow
 S = JobStatus
@@ -30,10 +35,17 @@ DB = 8
 
 
 class System:
-    def __init__(self, url: str, emulator: K8sEmulator, worker: CeleryWorker, api: FlaskClient) -> None:
+    def __init__(self, url: str, emulator: K8sEmulator, worker: CeleryWorker, api: FlaskClient, api_url: str) -> None:
         self.redis = redis.Redis.from_url(url, decode_responses=True)
         self.store = JobStore(self.redis, "it:")
-        self.emulator, self.worker, self.api = emulator, worker, api
+        self.emulator, self.worker, self.api, self.api_url = emulator, worker, api, api_url
+        self.client = Client(api_url, TOKEN, timeout_s=30)
+
+    def trainctl(self, *argv: str) -> tuple[int, str]:
+        """The `trainctl` CLI against the API over HTTP."""
+        out = io.StringIO()
+        code = trainctl(["--url", self.api_url, "--token", TOKEN, *argv], out=out)
+        return code, out.getvalue()
 
     def post(self, run_id: str, runs: Path, **fields: Any) -> str:
         body = {"framework": "hf", "model_id": "tiny-gpt2", "run_id": run_id, "checkpoint_base_uri": str(runs),
@@ -74,9 +86,12 @@ def system(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) 
     worker = CeleryWorker(env, workdir, beat=True).start()
     app = create_app({"ENVIRON": {**env, "TRAINER_API_TOKEN": TOKEN, "TRAINER_NAMESPACE": "ml",
                                   "TRAINER_DRY_RUN_TIMEOUT_S": "20"}})
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield System(url, emulator, worker, app.test_client())
+        yield System(url, emulator, worker, app.test_client(), f"http://127.0.0.1:{server.server_port}")
     finally:
+        server.shutdown()
         worker.stop()
         emulator.stop()
 
@@ -188,6 +203,12 @@ def test_queue_positions_follow_the_jobs_ahead(s: System, tmp_path: Path) -> Non
         return [(j["name"], j["queue"]["position"]) for j in body["jobs"]]
 
     wait_for(lambda: positions() == [(b, 1), (c, 2), (d, 3)], 10, f"positions b, c, d (now {positions()})")
+    assert [j["name"] for j in s.client.queue("ml")["jobs"]] == [b, c, d]
+    code, out = s.trainctl("queue", "--namespace", "ml")
+    lines = out.splitlines()
+    assert code == 0 and lines[0] == "namespace ml (builtin admission): 3 waiting", out
+    assert lines[1].split()[:3] == ["#1", b, "ahead=0"] and lines[3].split()[:3] == ["#3", d, "ahead=2"], out
+    assert "waiting for gpus (needs 8 GPUs, 0 of 16 free)" in lines[3], out
     queue = s.status(d)["queue"]
     assert queue["ahead"] == 2 and queue["ahead_jobs"] == [b, c] and queue["waiting_for"] == "gpus"
     assert s.status(b)["queue"]["gpus"] == {"requested": 16, "free": 0, "limit": 16}
@@ -206,10 +227,13 @@ def test_queue_positions_follow_the_jobs_ahead(s: System, tmp_path: Path) -> Non
 # --- dry run -----------------------------------------------------------------------------------------------------
 
 
-def _dry(s: System, tmp_path: Path, **fields: Any) -> Any:
-    body = {"framework": "hf", "model_id": "tiny-gpt2", "run_id": "dry-1", "checkpoint_base_uri": str(tmp_path),
+def _dry_body(tmp_path: Path, **fields: Any) -> dict[str, Any]:
+    return {"framework": "hf", "model_id": "tiny-gpt2", "run_id": "dry-1", "checkpoint_base_uri": str(tmp_path),
             "dataset_uri": "s3://data/train.jsonl", "namespace": "ml", "num_nodes": 1, "gpus_per_node": 8, **fields}
-    return s.api.post("/train?dry_run=true", json=body, headers=AUTH)
+
+
+def _dry(s: System, tmp_path: Path, **fields: Any) -> Any:
+    return s.api.post("/train?dry_run=true", json=_dry_body(tmp_path, **fields), headers=AUTH)
 
 
 def test_a_dry_run_renders_validates_and_stores_nothing(s: System, tmp_path: Path) -> None:
@@ -222,6 +246,13 @@ def test_a_dry_run_renders_validates_and_stores_nothing(s: System, tmp_path: Pat
     assert s.emulator.calls("dry_run") == 1 and s.emulator.calls("create") == 0 and s.emulator.objects() == []
     assert list(s.redis.scan_iter(match="it:job:*")) == [] and list(s.redis.scan_iter(match="it:dryrun:*")) == []
     assert s.api.get("/train/hf-dry-1", headers=AUTH).status_code == 404
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps(_dry_body(tmp_path)))
+    code, out = s.trainctl("submit", str(request), "--dry-run")
+    assert code == 0 and out.splitlines()[:3] == [
+        "hf-dry-1: dry run, nothing stored", "cluster: accepts: the cluster accepts the object",
+        "admission: would_start: would start now: 8 GPUs fit the quota of namespace ml and no job waits ahead"], out
+    assert s.emulator.objects() == [] and list(s.redis.scan_iter(match="it:job:*")) == []
 
     busy = s.post("dry-busy", tmp_path, num_nodes=2, gpus_per_node=8)  # takes all 16 GPUs of ml
     s.reach(busy, S.SUBMITTED)
@@ -240,3 +271,11 @@ def test_a_dry_run_reports_the_clusters_refusal(s: System, tmp_path: Path, refus
     assert body["cluster"]["accepted"] is False and "no training on Fridays" in body["cluster"]["message"]
     assert body["valid"] is False and body["object"]["metadata"]["name"] == "hf-dry-1"
     assert s.emulator.objects() == [] and list(s.redis.scan_iter(match="it:job:*")) == []
+    getattr(s.emulator, refuse)(1, "no training on Fridays")
+    sdk = s.client.submit(_dry_body(tmp_path), dry_run=True)  # a refusal is an answer, not an ApiRefused
+    assert sdk["valid"] is False and sdk["cluster"]["status"] == status
+    getattr(s.emulator, refuse)(1, "no training on Fridays")
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps(_dry_body(tmp_path)))
+    code, out = s.trainctl("submit", str(request), "--dry-run")
+    assert code == 1 and f"cluster: refuses ({status} " in out and "no training on Fridays" in out, out

@@ -1,7 +1,8 @@
 """The README's configuration tables, generated from the settings code.
 
 Each service setting is a dataclass field whose docstring reads `ENV_NAME: meaning` (broker/settings.py,
-api/settings.py, and trainctl's in api/cli.py); the trainer's variables are the flag fallbacks of trainer/config.py.
+api/settings.py, and trainctl's in trainctl/client.py); the trainer's variables are the flag fallbacks of
+trainer/config.py.
 `tests/kit/test_readme.py` fails when README.md's tables differ from what this prints; refresh them with
 
     .venv/bin/python -m tests.kit.config_table --write
@@ -39,7 +40,7 @@ DISPLAY_DEFAULTS = {
     "TRAINER_KUEUE_QUEUES": '`{"default": "default"}`',
 }
 # trainctl's own settings (a client on the caller's machine, not a service).
-CLI_SETTINGS = "api/cli.py"
+CLI_SETTINGS = "trainctl/client.py"
 TRAINER_FLAGS = {"RESUME_FROM_CHECKPOINT": "`--resume`", "TRAINING_EXTRA_ARGS_JSON": "extra `--key value` flags"}
 
 

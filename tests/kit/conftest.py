@@ -88,9 +88,9 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"{url}: the process exited: {log.read_text()[-3000:]}"
         try:
-            if requests.get(url, timeout=2).status_code == 200:
+            if requests.get(url, timeout=5).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
             pass
         time.sleep(0.2)
     raise AssertionError(f"{url} did not answer 200 within {timeout}s: {log.read_text()[-3000:]}")

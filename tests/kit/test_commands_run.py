@@ -18,7 +18,7 @@ import pytest
 import redis
 import requests
 
-from broker.celery_app import SYNC_TASK
+from broker.names import SYNC_TASK
 from tests.kit import support
 from tests.kit.conftest import deployed, local_env, rebind, wait_http
 from tests.support.redis_server import RedisServer, free_port

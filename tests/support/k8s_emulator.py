@@ -12,17 +12,13 @@ Serves `kubeflow.org/v1` PyTorchJobs and core `v1` ResourceQuotas:
   policy), `PATCH …/pytorchjobs/{name}/status` (merge patch).
 - `GET    /api/v1/namespaces/{ns}/resourcequotas`.
 
-Test controls (Python methods): `set_condition` / `set_replica_statuses` play the Training Operator;
-`remove` deletes by hand; `set_gpu_quota` adds a ResourceQuota; `fail_next`, `slow_next`, `drop_next` inject faults
-into the next N matching requests; `calls(verb, namespace)` counts what the server received (verbs: `create`,
+Test controls (Python methods): `set_condition` / `set_replica_statuses` play the Training Operator, `set_gpu_quota`
+adds a ResourceQuota, `deny_next(n, message)` answers the next creates (dry runs too) 403 Forbidden as an admission
+policy does, `reject_next(n, message)` 422 Invalid as a validating admission webhook does, and `kueue_admit` plays
+Kueue (all in `tests.support.k8s_controls`); `remove` deletes by hand; `fail_next`, `slow_next`, `drop_next` inject
+faults into the next N matching requests; `calls(verb, namespace)` counts what the server received (verbs: `create`,
 `get`, `list`, `delete`, `patch`, `quota`, `dry_run`); `write_kubeconfig(path)` points a client (or a worker process)
-at it; `deny_next(n, message)` answers the next creates (dry runs too) 403 Forbidden, as an admission policy does,
-and `reject_next(n, message)` 422 Invalid, as a validating admission webhook does.
-
-Kueue, just enough to test the broker's `kueue` admission mode (no ClusterQueues, no quota of its own):
-`kueue_admit(namespace, name)` is what Kueue does when it admits a workload — it un-suspends the PyTorchJob
-(`spec.runPolicy.suspend: false`) and, playing the operator, marks the Suspended condition False. It refuses an
-object without the `kueue.x-k8s.io/queue-name` label or that is not suspended, as Kueue would never touch it.
+at it.
 """
 
 from __future__ import annotations
@@ -38,20 +34,17 @@ import threading
 import time
 import uuid
 from collections import Counter
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.support.k8s_controls import ClusterControls, now
+from tests.support.k8s_wire import Reply, decode_continue, merge_patch, parse_selector, status_reason
 from tests.support.pytorchjob_rules import pytorchjob_problems
 
 JOBS_RE = re.compile(r"^/apis/kubeflow\.org/v1/namespaces/([^/]+)/pytorchjobs(?:/([^/]+))?(/status)?$")
 QUOTAS_RE = re.compile(r"^/api/v1/namespaces/([^/]+)/resourcequotas$")
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclasses.dataclass
@@ -67,15 +60,7 @@ class Fault:
         return self.remaining > 0 and (self.verbs is None or verb in self.verbs)
 
 
-class Reply(Exception):
-    """An HTTP answer other than 2xx, raised from deep inside a handler."""
-
-    def __init__(self, code: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.reason, self.message = code, reason, message
-
-
-class K8sEmulator:
+class K8sEmulator(ClusterControls):
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
@@ -186,74 +171,6 @@ class K8sEmulator:
         with self.lock:
             self.jobs.pop((namespace, name), None)
 
-    def set_condition(self, namespace: str, name: str, kind: str, status: bool = True, *,
-                      reason: str | None = None, message: str = "") -> None:
-        """Write a status condition as the Training Operator does (Running and Restarting exclude each other; a
-        final condition ends Running; startTime/completionTime follow)."""
-        with self.lock:
-            obj = self.jobs[(namespace, name)]
-            st = obj.setdefault("status", {})
-            conditions: list[dict[str, Any]] = st.setdefault("conditions", [])
-            stamp = now()
-            exclusive = {"Running": ["Restarting", "Suspended"], "Restarting": ["Running"], "Succeeded": ["Running"],
-                         "Failed": ["Running"], "Suspended": ["Running"]}
-            if status:
-                for other in exclusive.get(kind, []):
-                    for cond in conditions:
-                        if cond["type"] == other and cond["status"] == "True":
-                            cond.update(status="False", lastTransitionTime=stamp, lastUpdateTime=stamp)
-            conditions[:] = [c for c in conditions if c["type"] != kind]
-            conditions.append({
-                "type": kind, "status": "True" if status else "False",
-                "reason": reason or f"PyTorchJob{kind}", "message": message or f"PyTorchJob {name} is {kind}.",
-                "lastUpdateTime": stamp, "lastTransitionTime": stamp,
-            })
-            if kind == "Running" and status:
-                st.setdefault("startTime", stamp)
-            if kind in ("Succeeded", "Failed") and status:
-                st["completionTime"] = stamp
-            self._bump(obj)
-
-    def deny_next(self, n: int, message: str = "denied by admission policy") -> None:
-        with self.lock:
-            self.denials.append((n, 403, "Forbidden", message))
-
-    def reject_next(self, n: int, message: str = "denied by a validating webhook") -> None:
-        with self.lock:
-            self.denials.append((n, 422, "Invalid", message))
-
-    def kueue_admit(self, namespace: str, name: str) -> None:
-        """Admit a suspended, queue-labelled PyTorchJob as Kueue does: un-suspend it (see the module docstring)."""
-        with self.lock:
-            obj = self.jobs[(namespace, name)]
-            if "kueue.x-k8s.io/queue-name" not in (obj["metadata"].get("labels") or {}):
-                raise ValueError(f"{namespace}/{name} has no kueue.x-k8s.io/queue-name label")
-            policy = obj["spec"].setdefault("runPolicy", {})
-            if policy.get("suspend") is not True:
-                raise ValueError(f"{namespace}/{name} is not suspended")
-            policy["suspend"] = False
-            obj["metadata"]["generation"] = int(obj["metadata"].get("generation", 1)) + 1
-        self.set_condition(namespace, name, "Suspended", False, reason="PyTorchJobResumed",
-                           message=f"PyTorchJob {name} is resumed.")
-
-    def set_replica_statuses(self, namespace: str, name: str, statuses: dict[str, dict[str, int]]) -> None:
-        with self.lock:
-            obj = self.jobs[(namespace, name)]
-            obj.setdefault("status", {})["replicaStatuses"] = statuses
-            self._bump(obj)
-
-    def set_gpu_quota(self, namespace: str, hard: int, used: int = 0, key: str = "requests.nvidia.com/gpu") -> None:
-        with self.lock:
-            self.quotas.setdefault(namespace, []).append({
-                "metadata": {"name": f"gpu-quota-{len(self.quotas[namespace])}", "namespace": namespace},
-                "spec": {"hard": {key: str(hard)}},
-                "status": {"hard": {key: str(hard)}, "used": {key: str(used)}},
-            })
-
-    def _bump(self, obj: dict[str, Any]) -> None:
-        self.version += 1
-        obj["metadata"]["resourceVersion"] = str(self.version)
-
     # --- the REST API (called by the handler, under the lock) -------------------------------------------------
 
     def create(self, namespace: str, body: Any, dry_run: bool = False) -> dict[str, Any]:
@@ -299,7 +216,7 @@ class K8sEmulator:
             self.expire_continues -= 1
             raise Reply(410, "Expired", "The provided continue parameter is too old to display a consistent list "
                                         "result. You can start a new list without the continue parameter.")
-        start = _decode_continue(query["continue"]) if query.get("continue") else 0
+        start = decode_continue(query["continue"]) if query.get("continue") else 0
         limit = int(query.get("limit") or 0)
         page = matching[start:start + limit] if limit else matching[start:]
         end = start + len(page)
@@ -322,7 +239,7 @@ class K8sEmulator:
         if obj is None:
             raise Reply(404, "NotFound", f'pytorchjobs.kubeflow.org "{name}" not found')
         if isinstance(body, dict) and isinstance(body.get("status"), dict):
-            obj["status"] = _merge(obj.get("status") or {}, body["status"])
+            obj["status"] = merge_patch(obj.get("status") or {}, body["status"])
             self._bump(obj)
         return copy.deepcopy(obj)
 
@@ -372,7 +289,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault and fault.kind == "drop":
             return self._drop()
         if fault and fault.kind == "status":
-            return self._status(Reply(fault.status, _reason(fault.status), "injected fault"), fault.retry_after)
+            return self._status(Reply(fault.status, status_reason(fault.status), "injected fault"), fault.retry_after)
         try:
             body = json.loads(raw) if raw else None
             with self.emu.lock:
@@ -446,54 +363,8 @@ def _route(method: str, path: str) -> tuple[str, str, str] | None:
     return None
 
 
-def parse_selector(text: str) -> Any:
-    """A predicate over a label dict for an equality-based selector (`k=v,k!=v,k,!k`)."""
-    tests: list[tuple[str, str, str]] = []  # (op, key, value)
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        if "!=" in part:
-            key, value = part.split("!=", 1)
-            tests.append(("!=", key.strip(), value.strip()))
-        elif "=" in part:
-            key, value = part.replace("==", "=").split("=", 1)
-            tests.append(("=", key.strip(), value.strip()))
-        elif part.startswith("!"):
-            tests.append(("absent", part[1:], ""))
-        else:
-            tests.append(("present", part, ""))
-
-    def holds(labels: dict[str, str], op: str, key: str, value: str) -> bool:
-        return {"!=": labels.get(key) != value, "=": labels.get(key) == value,
-                "absent": key not in labels, "present": key in labels}[op]
-
-    return lambda labels: all(holds(labels, *test) for test in tests)
-
-
-def _decode_continue(token: str) -> int:
-    try:
-        return int(json.loads(base64.urlsafe_b64decode(token.encode()))["start"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise Reply(400, "BadRequest", "invalid continue token") from exc
-
-
-def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def _verbs(verbs: tuple[str, ...] | None) -> frozenset[str] | None:
     return frozenset(verbs) if verbs else None
-
-
-def _reason(code: int) -> str:
-    return {403: "Forbidden", 429: "TooManyRequests", 500: "InternalError", 502: "BadGateway",
-            503: "ServiceUnavailable", 504: "Timeout"}.get(code, "InternalError")
 
 
 def api_client_for(emulator: K8sEmulator) -> Any:

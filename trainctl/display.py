@@ -1,4 +1,4 @@
-"""`trainctl wait`: poll a job's status and `/progress` until it ends, showing state changes and training steps.
+"""How `trainctl wait` (and the demo) show a job they follow: state changes and training steps.
 
 In a terminal the steps drive a tqdm progress bar; otherwise (a pipe, a log file, the demo's output) each new step
 or state is one plain line, so the output stays readable when captured.
@@ -6,15 +6,9 @@ or state is one plain line, so the output stays readable when captured.
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 from tqdm import tqdm
-
-from broker.jobs import TERMINAL, JobStatus
-
-if TYPE_CHECKING:
-    from api.cli import Client
 
 
 def is_newer(progress: dict[str, Any], seen: dict[str, Any] | None) -> bool:
@@ -33,22 +27,25 @@ class Display:
         self.seen: dict[str, Any] | None = None
         self.status: str | None = None
 
-    def observe(self, job: dict[str, Any]) -> bool:
+    def __call__(self, job: Any, progress: dict[str, Any] | None) -> None:
+        """The `on_update` of `Client.wait`."""
+        self.observe(job)
+        if progress:
+            self.update(progress)
+
+    def observe(self, job: Any) -> bool:
         """Show the job's state when it changed; True when it did."""
         if job["status"] == self.status:
             return False
         self.status = job["status"]
-        self.state(job)
+        detail = f" ({job['detail']})" if job.get("detail") else ""
+        self.write(f"{self.name}: {job['status']}{detail}")
         return True
 
     def update(self, progress: dict[str, Any]) -> None:
         if is_newer(progress, self.seen):
             self.seen = progress
             self.progress(progress)
-
-    def state(self, job: dict[str, Any]) -> None:
-        detail = f" ({job['detail']})" if job.get("detail") else ""
-        self.write(f"{self.name}: {job['status']}{detail}")
 
     def progress(self, progress: dict[str, Any]) -> None:
         step = progress.get("step")
@@ -92,50 +89,11 @@ class BarDisplay(Display):
             self.bar.close()
 
 
+def display_for(name: str, out: TextIO, position: int | None = None) -> Display:
+    """A bar in a terminal, plain lines otherwise."""
+    return BarDisplay(name, out, position) if out.isatty() else Display(name, out)
+
+
 def _loss(progress: dict[str, Any]) -> str:
     loss = progress.get("loss")
     return f" loss {loss:.4f}" if isinstance(loss, int | float) else ""
-
-
-def fetch_progress(client: Client, name: str) -> dict[str, Any] | None:
-    """The job's progress, or None while there is none yet (404) or storage is unavailable (503)."""
-    from api.cli import EXIT_REFUSED, CliError
-
-    try:
-        body = client.get(f"/train/{name}/progress")
-    except CliError as exc:
-        if exc.exit_code == EXIT_REFUSED:
-            return None
-        raise
-    return body.get("progress", body) if isinstance(body, dict) else None
-
-
-def poll(client: Client, name: str, display: Display) -> dict[str, Any]:
-    """One look at the job: its state, and its progress while it runs. Returns the job."""
-    job: dict[str, Any] = client.get(f"/train/{name}")
-    display.observe(job)
-    if job["status"] in (JobStatus.RUNNING, *TERMINAL):
-        progress = fetch_progress(client, name)
-        if progress:
-            display.update(progress)
-    return job
-
-
-def wait_for_job(client: Client, name: str, interval_s: float, timeout_s: float | None, out: TextIO) -> int:
-    """Poll until the job is terminal; 0 when it succeeded, 1 when it failed, was cancelled or timed out."""
-    display: Display = BarDisplay(name, out) if out.isatty() else Display(name, out)
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    try:
-        while True:
-            job = poll(client, name, display)
-            if job["status"] in TERMINAL:
-                break
-            if deadline is not None and time.monotonic() > deadline:
-                display.write(f"{name}: still {job['status']} after {timeout_s:g}s; giving up")
-                return 1
-            time.sleep(interval_s)
-    finally:
-        display.close()
-    verdict = "succeeded" if job["status"] == JobStatus.SUCCEEDED else f"did not succeed: {job['status']}"
-    print(f"{name}: framework {job.get('framework')} {verdict} (attempt {job.get('attempt')})", file=out, flush=True)
-    return 0 if job["status"] == JobStatus.SUCCEEDED else 1

@@ -1,4 +1,4 @@
-"""`trainctl`: the Training Broker API from a terminal. A plain HTTP client: it never touches Redis or the cluster.
+"""`trainctl`: the Training Broker API from a terminal, on the SDK (`trainctl.client`).
 
     trainctl submit FILE          POST /train (FILE is a TrainingJobRequest as JSON, `-` for stdin)
     trainctl status NAME          GET /train/NAME
@@ -19,107 +19,47 @@ job did not succeed; 2 usage errors; 3 the API is unreachable.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-import requests
+from trainctl.client import ApiUnreachable, Client, TrainerError, WaitTimeout
+from trainctl.display import display_for
+from trainctl.sched import show_dry_run, show_queue
 
-from api.cli_sched import cmd_queue, dry_run
-from api.cli_wait import wait_for_job
-
-DEFAULT_URL = "http://127.0.0.1:8080"
-TOKEN_HEADER = "X-TRAINER-TOKEN"
 EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
 
 
-@dataclasses.dataclass(frozen=True)
-class CliSettings:
-    base_url: str = DEFAULT_URL
-    """TRAINER_BASE_URL: where the API listens."""
-    token: str = ""
-    """TRAINER_API_TOKEN: sent as X-TRAINER-TOKEN (the first one when the variable lists several)."""
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> CliSettings:
-        env = os.environ if environ is None else environ
-        token = (env.get("TRAINER_API_TOKEN") or "").split(",")[0].strip()
-        return cls(base_url=env.get("TRAINER_BASE_URL") or DEFAULT_URL, token=token)
+class UsageError(Exception):
+    """A bad argument or request file."""
 
 
-class CliError(Exception):
-    """A one-line message for the user and the exit code that goes with it."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_REFUSED) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def describe_error(response: requests.Response) -> str:
-    """`<status> <code>: <message> (field: problem; …)` from the API's error body, whatever its shape."""
+def wait_for_job(client: Client, name: str, interval_s: float, timeout_s: float | None, out: TextIO) -> int:
+    """Wait showing progress; 0 when the job succeeded, 1 when it failed, was cancelled or the wait timed out."""
+    display = display_for(name, out)
     try:
-        error = response.json().get("error", {})
-    except (ValueError, AttributeError):
-        error = {}
-    if not isinstance(error, dict) or not error:
-        return f"{response.status_code} {response.reason}: {response.text.strip()[:200]}"
-    line = f"{response.status_code} {error.get('code', 'error')}: {error.get('message', '')}"
-    fields = error.get("fields") or {}
-    if fields:
-        line += " (" + "; ".join(f"{k}: {_flatten(v)}" for k, v in fields.items()) + ")"
-    return line
-
-
-def _flatten(value: Any) -> str:
-    if isinstance(value, list):
-        return ", ".join(_flatten(v) for v in value)
-    if isinstance(value, dict):
-        return "; ".join(f"{k}: {_flatten(v)}" for k, v in value.items())
-    return str(value)
-
-
-class Client:
-    """The API over HTTP. Every method returns the decoded JSON body or raises CliError."""
-
-    def __init__(self, settings: CliSettings, timeout_s: float = 10.0) -> None:
-        self.base_url = settings.base_url.rstrip("/")
-        self.timeout_s = timeout_s
-        self.session = requests.Session()
-        if settings.token:
-            self.session.headers[TOKEN_HEADER] = settings.token
-
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        url = f"{self.base_url}{path}"
-        try:
-            response = self.session.request(method, url, timeout=self.timeout_s, **kwargs)
-        except requests.RequestException as exc:
-            raise CliError(f"cannot reach the API at {self.base_url}: {exc}", EXIT_UNREACHABLE) from exc
-        if response.status_code >= 400:
-            raise CliError(describe_error(response))
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise CliError(f"the API at {self.base_url} answered something that is not JSON") from exc
-
-    def get(self, path: str, **params: Any) -> Any:
-        return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
-
-    def post(self, path: str, body: Any = None) -> Any:
-        return self.request("POST", path, json=body)
+        job = client.wait(name, interval_s=interval_s, timeout_s=timeout_s, on_update=display)
+    except WaitTimeout as exc:
+        display.write(f"{exc}; giving up")
+        return 1
+    finally:
+        display.close()
+    ok = job["status"] == "succeeded"
+    verdict = "succeeded" if ok else f"did not succeed: {job['status']}"
+    print(f"{name}: framework {job.get('framework')} {verdict} (attempt {job.get('attempt')})", file=out, flush=True)
+    return 0 if ok else 1
 
 
 # --- output ----------------------------------------------------------------------------------------------------
 
 
-def job_line(job: dict[str, Any]) -> str:
+def job_line(job: Any) -> str:
     text = f"{job['name']}  {job['status']}  framework={job.get('framework')}  attempt={job.get('attempt')}"
     return f"{text}  {job['detail']}" if job.get("detail") else text
 
 
-def print_job(job: dict[str, Any], out: TextIO) -> None:
+def print_job(job: Any, out: TextIO) -> None:
     width = max(len(k) for k in job)
     for key, value in job.items():
         print(f"{key:<{width}}  {'' if value is None else value}", file=out)
@@ -132,23 +72,23 @@ def _read_request(path: str) -> Any:
     try:
         text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
     except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror}", EXIT_USAGE) from exc
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise CliError(f"{path} is not valid JSON: {exc}", EXIT_USAGE) from exc
+        raise UsageError(f"{path} is not valid JSON: {exc}") from exc
 
 
 def cmd_submit(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     if args.dry_run:
-        return dry_run(client, _read_request(args.file), args.json, out)
-    job = client.post("/train", _read_request(args.file))
+        return show_dry_run(client, _read_request(args.file), args.json, out)
+    job = client.submit(_read_request(args.file))
     print(job_line(job), file=out)
     return wait_for_job(client, job["name"], args.interval, args.timeout, out) if args.wait else 0
 
 
 def cmd_status(client: Client, args: argparse.Namespace, out: TextIO) -> int:
-    job = client.get(f"/train/{args.name}")
+    job = client.get(args.name)
     if args.json:
         print(json.dumps(job, indent=2), file=out)
     else:
@@ -157,7 +97,7 @@ def cmd_status(client: Client, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
-    page = client.get("/train", status=args.status, framework=args.framework, run_id=args.run_id,
+    page = client.list(status=args.status, framework=args.framework, run_id=args.run_id,
                       namespace=args.namespace, limit=args.limit, cursor=args.cursor)
     for job in page["jobs"]:
         print(job_line(job), file=out)
@@ -167,32 +107,36 @@ def cmd_list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_events(client: Client, args: argparse.Namespace, out: TextIO) -> int:
-    for event in client.get(f"/train/{args.name}/events")["events"]:
+    for event in client.events(args.name):
         print(f"{event['at']}  {event.get('from') or '-'} -> {event['to']}  {event.get('reason', '')}", file=out)
     return 0
 
 
 def cmd_logs(client: Client, args: argparse.Namespace, out: TextIO) -> int:
-    body = client.get(f"/train/{args.name}/logs", tail=args.tail)
-    for entry in body["logs"]:
-        if len(body["logs"]) > 1:
+    logs = client.logs(args.name, tail=args.tail)
+    for entry in logs:
+        if len(logs) > 1:
             print(f"==> {entry['file']} <==", file=out)
         print(entry["text"], end="" if entry["text"].endswith("\n") else "\n", file=out)
     return 0
 
 
 def cmd_cancel(client: Client, args: argparse.Namespace, out: TextIO) -> int:
-    print(job_line(client.post(f"/train/{args.name}/cancel")), file=out)
+    print(job_line(client.cancel(args.name)), file=out)
     return 0
 
 
 def cmd_retry(client: Client, args: argparse.Namespace, out: TextIO) -> int:
-    print(job_line(client.post(f"/train/{args.name}/retry")), file=out)
+    print(job_line(client.retry(args.name)), file=out)
     return 0
 
 
 def cmd_wait(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     return wait_for_job(client, args.name, args.interval, args.timeout, out)
+
+
+def cmd_queue(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    return show_queue(client, args.namespace, args.json, out)
 
 
 Command = Callable[[Client, argparse.Namespace, TextIO], int]
@@ -239,14 +183,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = CliSettings.from_env()
-    settings = CliSettings(base_url=args.url or settings.base_url, token=args.token or settings.token)
     func: Command = args.func
     try:
-        return func(Client(settings), args, out or sys.stdout)
-    except CliError as exc:
+        return func(Client.from_env(base_url=args.url, token=args.token), args, out or sys.stdout)
+    except UsageError as exc:
         print(f"trainctl: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return EXIT_USAGE
+    except ApiUnreachable as exc:
+        print(f"trainctl: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except TrainerError as exc:
+        print(f"trainctl: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     except KeyboardInterrupt:
         return 130
 
