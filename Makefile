@@ -5,14 +5,19 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Node test tools for tests/kit (newman, the compose-spec schema) from the committed package-lock.json.
 NODE_STAMP := node_modules/.installed
+# Debian's Chromium for the browser tests (tests/ui/), driven by playwright-core from node_modules.
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: venv test lint typecheck unit demo api worker beat flower clean
+.PHONY: venv test lint typecheck unit demo api worker beat flower clean screenshots reliability reliability-quick fuzz-venv
 
 venv: $(STAMP)
 
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
+
+$(CHROMIUM):
+	apt-get update -qq && apt-get install -y --no-install-recommends chromium
 
 $(STAMP): requirements.txt requirements-dev.txt trainer/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,13 +31,36 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-unit: venv $(NODE_STAMP)
+unit: venv $(NODE_STAMP) $(CHROMIUM) fuzz-venv
 	$(BIN)/pytest
+
+# The dashboard's screenshots in docs/img/, taken by the browser tests.
+screenshots: venv $(NODE_STAMP) $(CHROMIUM)
+	mkdir -p docs/img
+	DASHBOARD_SHOTS=$(CURDIR)/docs/img $(BIN)/pytest -q tests/ui/test_dashboard.py
 
 test: lint typecheck unit
 
 demo: venv
 	$(BIN)/python scripts/demo.py
+
+# Faults injected under load against the real stack; one table of counts (docs/RELIABILITY.md). The full run takes
+# about 1.5 hours (the soak alone one hour); `make reliability-quick` a few minutes (also run by `make test`).
+FUZZ_VENV := .venv-fuzz
+FUZZ_STAMP := $(FUZZ_VENV)/.installed
+
+$(FUZZ_STAMP): requirements-fuzz.txt
+	test -x $(FUZZ_VENV)/bin/python || $(PYTHON) -m venv $(FUZZ_VENV)
+	$(FUZZ_VENV)/bin/pip install -q -r requirements-fuzz.txt
+	touch $(FUZZ_STAMP)
+
+fuzz-venv: $(FUZZ_STAMP)
+
+reliability: venv fuzz-venv
+	$(BIN)/python -m reliability --write docs/RELIABILITY.md
+
+reliability-quick: venv fuzz-venv
+	$(BIN)/python -m reliability --quick
 
 # Services one by one (the demo starts them all for you).
 api: venv

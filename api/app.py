@@ -23,11 +23,14 @@ from api.routes import bp as train_bp
 from api.routes import health
 from api.schemas import TrainingJobRequestSchema
 from api.settings import ApiSettings
+from api.tenants import build_tokens
+from api.ui import bp as ui_bp
 from broker.quota import QuotaLedger
+from broker.settings import SettingsError
 from broker.store import JobStore
 
-#: Every blueprint the app serves.
-BLUEPRINTS: list[Blueprint] = [health, train_bp, observe_bp, queue_bp, openapi_bp]
+#: Every blueprint the app serves: health, /train, progress/metrics/logs, /queue, /openapi.json, the /ui/ dashboard.
+BLUEPRINTS: list[Blueprint] = [health, train_bp, observe_bp, queue_bp, openapi_bp, ui_bp]
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -44,6 +47,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     config = dict(config or {})
     settings: ApiSettings = config.pop("SETTINGS", None) or ApiSettings.from_env(config.pop("ENVIRON", None))
     settings.check()
+    try:
+        tokens = build_tokens(settings.broker, settings.api_tokens, settings.tenant_tokens, settings.operator_tokens)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
     enqueue = config.pop("ENQUEUE", None) or CeleryEnqueuer(settings.broker)
 
     app = Flask(__name__, static_folder=None)
@@ -55,14 +62,16 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     request_schema = TrainingJobRequestSchema(
         max_nodes=settings.max_nodes,
         max_gpus_per_node=settings.max_gpus_per_node,
-        allowed_namespaces=settings.allowed_namespaces,
+        allowed_namespaces=settings.broker.allowed_namespaces,
         default_namespace=settings.broker.namespace,
+        env_allow=settings.broker.env_allow,
+        max_maps_bytes=settings.max_maps_bytes,
     )
     metrics = Metrics(store)
     quota = QuotaLedger(client, settings.broker.key_prefix)
     app.extensions.update(
         job_store=store, quota=quota, enqueue=enqueue, request_schema=request_schema, metrics=metrics,
-        openapi=build_spec(request_schema),
+        openapi=build_spec(request_schema), tokens=tokens,
     )
 
     metrics.install(app)  # first, so refused requests are counted and timed too

@@ -1,24 +1,26 @@
 """`X-TRAINER-TOKEN` authentication, checked before every request except the open endpoints.
 
-Open: `/healthz` and `/readyz` (probes carry no token) and `/metrics`. `/metrics` is open on purpose: Prometheus
-scrapes without the API token (which would otherwise have to be copied into every scrape config), and what it exposes
-is request counts and latencies per route template and job counts per status — no job names, requests or users. Put
-it behind the network policy or ingress rules if even counts are sensitive.
+Open: `/healthz` and `/readyz` (probes carry no token), `/metrics`, and the dashboard's static files under `/ui/`
+(they hold no data: the page asks for the token and sends it with every call it makes). `/metrics` is open on
+purpose: Prometheus scrapes without the API token (which would otherwise have to be copied into every scrape
+config), and what it exposes is request counts and latencies per route template and job counts per status — no job
+names, requests or users. Put it behind the network policy or ingress rules if even counts are sensitive.
 
-Tokens come from `TRAINER_API_TOKEN` (comma-separated during a rotation); each is compared in constant time. Missing
-header → 401, wrong token → 403.
+Tokens come from `TRAINER_API_TOKEN` (the tenant `default`, comma-separated during a rotation),
+`TRAINER_TENANT_TOKENS` and `TRAINER_OPERATOR_TOKEN` (see `api.tenants`); each is compared in constant time. Missing
+header → 401, wrong token → 403. The caller a token maps to is kept in `flask.g.caller`.
 """
 
 from __future__ import annotations
 
 import hmac
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app, g, request
 
 from api.errors import ApiError
 
 HEADER = "X-TRAINER-TOKEN"
-OPEN_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "health.metrics"})
+OPEN_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "health.metrics", "ui.index", "ui.static_file"})
 
 
 def token_ok(given: str, tokens: tuple[str, ...]) -> bool:
@@ -36,8 +38,10 @@ def check_token() -> None:
     given = request.headers.get(HEADER)
     if not given:
         raise ApiError(401, "unauthorized", f"the {HEADER} header is required", headers={"WWW-Authenticate": HEADER})
-    if not token_ok(given, settings.api_tokens):
+    found = current_app.extensions["tokens"].resolve(given)
+    if found is None:
         raise ApiError(403, "forbidden", f"the {HEADER} token is not valid")
+    g.caller = found
 
 
 def install(app: Flask) -> None:

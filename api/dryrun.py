@@ -10,7 +10,10 @@ sends the broker's `broker.dry_run` task with that token, and waits up to `TRAIN
 - 503 `cluster_unreachable` when the broker could not reach the cluster, 504 `dry_run_timeout` when no broker
   worker answered in time.
 
-`existing` names a stored job of the same name (`same_request` tells whether a real submit would return it).
+The caller's tenant is checked first, as for a real submit (a namespace or storage it may not use is 403), and
+travels with the spec, so the object is rendered with that tenant's pod settings. `existing` names a stored job of
+the same name (`same_request` tells whether a real submit would return it); a name another tenant holds is 409
+without its details, as a real submit answers.
 """
 
 from __future__ import annotations
@@ -40,12 +43,17 @@ def dry_run_flag(raw: str | None) -> bool:
     return value in _TRUE
 
 
-def answer_dry_run(spec: JobSpec) -> ResponseReturnValue:
+def answer_dry_run(spec: JobSpec, tenant: str) -> ResponseReturnValue:
+    """The dry run's answer for `spec`, submitted by `tenant` (already checked against the tenant's limits)."""
     store = current_app.extensions["job_store"]
     settings = current_app.config["SETTINGS"]
+    existing = store.get(spec.job_name)
+    if existing is not None and existing.owner != tenant:
+        message = f"the job name {spec.job_name!r} is taken; choose another job_name or run_id"
+        raise ApiError(409, "conflict", message, {"job_name": [message]})
     token = secrets.token_hex(16)
     request_key = store.keys.dry_run_request(token)
-    store.redis.set(request_key, json.dumps(spec.to_dict()), ex=ANSWER_TTL_S)
+    store.redis.set(request_key, json.dumps({"spec": spec.to_dict(), "tenant": tenant}), ex=ANSWER_TTL_S)
     if not current_app.extensions["enqueue"](DRY_RUN_TASK, token):
         store.redis.delete(request_key)
         raise ApiError(503, "broker_unavailable", "the dry run could not be sent to the broker; try again",
@@ -55,7 +63,6 @@ def answer_dry_run(spec: JobSpec) -> ResponseReturnValue:
         store.redis.delete(request_key)
         raise ApiError(504, "dry_run_timeout",
                        f"no broker worker answered the dry run within {settings.dry_run_timeout_s:g}s")
-    existing = store.get(spec.job_name)
     body = {"dry_run": True, "valid": answer["cluster"]["accepted"] is True, "job_name": spec.job_name,
             "namespace": spec.namespace, **answer,
             "existing": None if existing is None else {

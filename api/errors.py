@@ -1,7 +1,8 @@
 """The one place that turns errors into JSON: `{"error": {"code", "message", "fields"}}` with the right status.
 
 Bad input is always a 4xx: validation (400), unknown job (404), state conflicts (409), oversized bodies (413).
-Redis being unreachable is 503 with `Retry-After`. Only a bug is a 500, and it still answers JSON without details.
+Redis being unreachable or out of memory is 503 with `Retry-After`; a tenant at its job cap is 429. Only a bug is a
+500, and it still answers JSON without details: no error body carries an internal address or a stack trace.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from broker.errors import Busy, IllegalTransition, JobConflict, JobNotFound
+from broker.errors import Busy, IllegalTransition, JobConflict, JobNotFound, TooManyJobs
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,20 @@ def _redis_down(exc: redis.RedisError) -> ResponseReturnValue:
     return ApiError(503, "unavailable", "the job store is unreachable; retry later", headers=headers).response()
 
 
+def _out_of_memory(exc: redis.ResponseError) -> ResponseReturnValue:
+    """Redis at `maxmemory` (noeviction) refuses writes: 503 with Retry-After; any other reply error is a bug."""
+    if not isinstance(exc, redis.exceptions.OutOfMemoryError) and "OOM" not in str(exc):
+        return _bug(exc)
+    log.warning("Redis is out of memory: %s", exc)
+    headers = {"Retry-After": str(current_app.config["SETTINGS"].retry_after_s)}
+    return ApiError(503, "unavailable", "the job store is full; retry later", headers=headers).response()
+
+
+def _too_many(exc: TooManyJobs) -> ResponseReturnValue:
+    headers = {"Retry-After": str(current_app.config["SETTINGS"].retry_after_s)}
+    return ApiError(429, "too_many_jobs", str(exc), headers=headers, limit=exc.limit).response()
+
+
 def _not_found(exc: JobNotFound) -> ResponseReturnValue:
     return ApiError(404, "not_found", f"no job named {exc.name!r}").response()
 
@@ -106,6 +121,8 @@ def register(app: Flask) -> None:
     app.register_error_handler(HTTPException, _http)
     app.register_error_handler(redis.ConnectionError, _redis_down)
     app.register_error_handler(redis.TimeoutError, _redis_down)
+    app.register_error_handler(redis.ResponseError, _out_of_memory)
+    app.register_error_handler(TooManyJobs, _too_many)
     app.register_error_handler(JobNotFound, _not_found)
     app.register_error_handler(JobConflict, _conflict)
     app.register_error_handler(IllegalTransition, _illegal)

@@ -19,6 +19,8 @@ from prometheus_client.registry import Collector
 from broker.store import JobStore
 
 log = logging.getLogger(__name__)
+#: The only method label values: anything else (made-up methods of unauthenticated requests) counts as `other`.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class JobsCollector(Collector):
@@ -60,9 +62,10 @@ class Metrics:
 
     def _observe(self, response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule else "<unmatched>"
+        method = request.method if request.method in METHODS else "other"
         started = g.get("metrics_started", time.perf_counter())
-        self.requests.labels(route, request.method, str(response.status_code)).inc()
-        self.latency.labels(route, request.method).observe(time.perf_counter() - started)
+        self.requests.labels(route, method, str(response.status_code)).inc()
+        self.latency.labels(route, method).observe(time.perf_counter() - started)
         return response
 
     def exposition(self) -> Response:

@@ -1,28 +1,38 @@
-"""`GET /train/<name>/progress` and `GET /train/<name>/logs`: what the trainer reports, read on demand.
+"""`GET /train/<name>/progress`, `/metrics` and `/logs`: what the trainer reports, read on demand.
 
 Neither is on the status path: `GET /train/<name>` reads Redis only, these read the run's storage (or the local
 backend's replica logs) when asked. Progress is `<checkpoint prefix>/logs/progress.json` as the trainer writes it
 (step, total_steps, loss, state, updated_at), cached in-process for a few seconds (`PROGRESS_CACHE_S` in the Flask
-config, default 3) so a poller per job does not become a storage request per poll. Logs are the local backend's
+config, default 3) so a poller per job does not become a storage request per poll. Metrics are the series of
+`<checkpoint prefix>/logs/metrics.jsonl`, bounded in bytes read and points answered (api/run_metrics.py), cached the
+same way. Logs are the local backend's
 replica logs (`master-0.log`, `worker-0.log`, …) when the job ran locally and they are still there, else the files
 of the run's `logs/` prefix; `tail` (default 200, at most 10000) limits the lines returned per file.
 
-Unknown job or nothing written yet → 404; storage that does not answer → 503 with `Retry-After`. Authentication
-and the error body are the API's own (the blueprint is registered in `api.app.BLUEPRINTS`).
+Both read only inside the job's own prefix (`<checkpoint_base_uri>/<run_id>/framework=<f>`, which the API checked
+against the tenant's storage roots at submit) or the local backend's folder of that job; a local file that resolves
+elsewhere (a symbolic link) is never read. Reads are bounded: `progress.json` at most `TRAINER_PROGRESS_MAX_BYTES`
+(one ranged read; larger → 422), each log's last `run_files.TAIL_BYTES` read from its end, at most `MAX_LOG_FILES`.
+
+Unknown job (or another tenant's) or nothing written yet → 404; storage that does not answer → 503 with
+`Retry-After` and a message without the store's address. Authentication and the error body are the API's own (the
+blueprint is registered in `api.app.BLUEPRINTS`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from api import run_metrics, tenants
 from api.errors import ApiError, invalid
 from broker import run_files
 from broker.backends import replica_logs
@@ -30,17 +40,22 @@ from broker.jobs import JobRecord
 from broker.store import JobStore
 
 bp = Blueprint("observe", __name__, url_prefix="/train")
+log = logging.getLogger(__name__)
 
 DEFAULT_TAIL, MAX_TAIL = 200, 10_000
+MAX_LOG_FILES = 32
 DEFAULT_CACHE_S = 3.0
 _CACHE_SIZE = 1024
+#: Series cached at once (each up to `run_metrics.MAX_POINTS` points).
+_METRICS_CACHE_SIZE = 64
 
 
 class TtlCache:
     """A small thread-safe cache of loaded values (and of misses) for `ttl_s` seconds."""
 
-    def __init__(self, ttl_s: float) -> None:
+    def __init__(self, ttl_s: float, max_items: int = _CACHE_SIZE) -> None:
         self.ttl_s = ttl_s
+        self.max_items = max_items
         self._lock = threading.Lock()
         self._items: dict[str, tuple[float, Any]] = {}
 
@@ -52,8 +67,10 @@ class TtlCache:
             return hit[1]
         value = load()  # StorageUnavailable propagates and is not cached
         with self._lock:
-            if len(self._items) >= _CACHE_SIZE:
+            if len(self._items) >= self.max_items:
                 self._items = {k: v for k, v in self._items.items() if v[0] > now}
+                while len(self._items) >= self.max_items:  # all still fresh: drop the oldest
+                    del self._items[next(iter(self._items))]
             self._items[key] = (now + self.ttl_s, value)
         return value
 
@@ -62,21 +79,30 @@ def _store() -> JobStore:
     return current_app.extensions["job_store"]  # type: ignore[no-any-return]
 
 
-def _cache() -> TtlCache:
+def _cache(name: str = "progress_cache", max_items: int = _CACHE_SIZE) -> TtlCache:
     ttl = float(current_app.config.get("PROGRESS_CACHE_S", DEFAULT_CACHE_S))
-    return current_app.extensions.setdefault("progress_cache", TtlCache(ttl))  # type: ignore[no-any-return]
+    return current_app.extensions.setdefault(name, TtlCache(ttl, max_items))  # type: ignore[no-any-return]
 
 
 def _unavailable(exc: run_files.StorageUnavailable) -> ApiError:
+    log.warning("run storage unavailable: %s", exc)
     retry_after = str(current_app.config["SETTINGS"].retry_after_s)
-    return ApiError(503, "storage_unavailable", str(exc), headers={"Retry-After": retry_after})
+    return ApiError(503, "storage_unavailable", "the run's storage did not answer; retry later",
+                    headers={"Retry-After": retry_after})
 
 
-def _load_progress(uri: str) -> dict[str, Any] | None:
+def _visible(name: str) -> JobRecord:
+    return tenants.visible(_store().get(name), name)
+
+
+def _load_progress(uri: str, root: str, max_bytes: int) -> dict[str, Any] | str | None:
+    """The parsed progress, None when absent (or caught mid-write), or a message when it may not be read."""
     try:
-        data = json.loads(run_files.read_bytes(uri))
-    except FileNotFoundError:
+        data = json.loads(run_files.read_bounded(uri, max_bytes, root))
+    except (FileNotFoundError, run_files.Outside):
         return None
+    except run_files.TooLarge as exc:
+        return f"progress.json holds more than {exc.limit} bytes; it is not read"
     except ValueError:
         return None  # caught mid-write by a store without atomic replace: the next poll will see it
     return data if isinstance(data, dict) else None
@@ -84,15 +110,49 @@ def _load_progress(uri: str) -> dict[str, Any] | None:
 
 @bp.get("/<name>/progress")
 def progress(name: str) -> ResponseReturnValue:
-    record = _store().require(name)
-    uri = record.layout.progress
+    record = _visible(name)
+    layout = record.layout
+    root = layout.prefix
+    uri = layout.progress
+    limit = current_app.config["SETTINGS"].progress_max_bytes
     try:
-        data = _cache().get(uri, lambda: _load_progress(uri))
+        data = _cache().get(uri, lambda: _load_progress(uri, root, limit))
     except run_files.StorageUnavailable as exc:
         raise _unavailable(exc) from exc
     if data is None:
-        raise ApiError(404, "not_found", f"job {name!r} has reported no progress yet ({uri})")
+        raise ApiError(404, "not_found", f"job {name!r} has reported no progress yet")
+    if isinstance(data, str):
+        raise ApiError(422, "progress_too_large", data)
     return jsonify({"name": name, "status": record.status.value, "attempt": record.attempt, "progress": data})
+
+
+def _max_points() -> int:
+    raw = request.args.get("max_points", str(run_metrics.DEFAULT_POINTS))
+    try:
+        points = int(raw)
+    except ValueError:
+        points = -1
+    if not 0 < points <= run_metrics.MAX_POINTS:
+        raise invalid({"max_points": [f"must be an integer from 1 to {run_metrics.MAX_POINTS}"]})
+    return points
+
+
+@bp.get("/<name>/metrics")
+def metrics_series(name: str) -> ResponseReturnValue:
+    max_points = _max_points()
+    record = _visible(name)
+    root = record.layout.prefix
+    uri = f"{record.layout.logs}/metrics.jsonl"
+    max_bytes = int(current_app.config.get("METRICS_MAX_BYTES", run_metrics.DEFAULT_MAX_BYTES))
+    try:
+        data = _cache("metrics_cache", _METRICS_CACHE_SIZE).get(
+            f"{uri}\n{max_points}", lambda: run_metrics.series(uri, max_points, max_bytes, root=root))
+    except run_files.StorageUnavailable as exc:
+        raise _unavailable(exc) from exc
+    if data is None:
+        raise ApiError(404, "not_found", f"job {name!r} has logged no metrics yet ({uri})")
+    return jsonify({"name": name, "status": record.status.value, "attempt": record.attempt,
+                    "max_points": max_points, **data})
 
 
 def _tail() -> int:
@@ -109,24 +169,27 @@ def _tail() -> int:
 def _local_logs(record: JobRecord, tail: int) -> list[dict[str, str]]:
     if not record.cluster_object:
         return []
-    files = replica_logs(current_app.config["SETTINGS"].broker, record.namespace, record.cluster_object)
+    broker = current_app.config["SETTINGS"].broker
+    files = replica_logs(broker, record.namespace, record.cluster_object)
+    directory = Path(broker.local_workdir).resolve() / record.namespace / record.cluster_object
     out = []
-    for path in files:
+    for path in files[:MAX_LOG_FILES]:
         try:
-            data = run_files.read_bytes(str(path), run_files.TAIL_BYTES)
-        except FileNotFoundError:
+            data = run_files.read_bytes(str(path), run_files.TAIL_BYTES, root=str(directory))
+        except (FileNotFoundError, run_files.Outside):
             continue
         out.append({"file": path.name, "text": run_files.tail_lines(data, tail)})
     return out
 
 
 def _storage_logs(record: JobRecord, tail: int) -> list[dict[str, str]]:
-    uris = [u for u in run_files.list_files(record.layout.logs) if u.endswith(".log")]
+    root = record.layout.logs
+    uris = [u for u in run_files.list_files(root) if u.endswith(".log")][:MAX_LOG_FILES]
     out = []
     for uri in uris:
         try:
-            data = run_files.read_bytes(uri, run_files.TAIL_BYTES)
-        except FileNotFoundError:
+            data = run_files.read_bytes(uri, run_files.TAIL_BYTES, root=root)
+        except (FileNotFoundError, run_files.Outside):
             continue
         out.append({"file": PurePosixPath(uri).name, "text": run_files.tail_lines(data, tail)})
     return out
@@ -135,7 +198,7 @@ def _storage_logs(record: JobRecord, tail: int) -> list[dict[str, str]]:
 @bp.get("/<name>/logs")
 def logs(name: str) -> ResponseReturnValue:
     tail = _tail()
-    record = _store().require(name)
+    record = _visible(name)
     entries, source = _local_logs(record, tail), "local"
     if not entries:
         try:

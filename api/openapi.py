@@ -14,7 +14,7 @@ from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 from marshmallow import Schema, fields
 
-from api import schemas
+from api import run_metrics, schemas
 from api.auth import HEADER
 from api.queue_routes import QueueQuerySchema, QueueSchema
 
@@ -31,7 +31,7 @@ def _answer(description: str, schema: str = "Error") -> dict[str, Any]:
 
 _ERRORS = {
     "401": _answer("missing token"),
-    "403": _answer("wrong token"),
+    "403": _answer("wrong token, or a namespace or storage location the tenant may not use"),
     "503": _answer("Redis unreachable (with Retry-After)"),
 }
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -54,6 +54,7 @@ def _operations() -> dict[str, dict[str, Any]]:
                               "400": _answer("invalid request"), "409": _answer("same name, different request"),
                               "413": _answer("body too large"),
                               "422": _answer("dry_run: the cluster refused the object (cluster_refused)"),
+                              "429": _answer("the tenant holds as many jobs as it may (with Retry-After)"),
                               "504": _answer("dry_run: no broker worker answered in time"), **_ERRORS},
             },
             "get": {
@@ -81,7 +82,16 @@ def _operations() -> dict[str, dict[str, Any]]:
         "/train/{name}/progress": {"get": {"summary": "Training progress (logs/progress.json)", "parameters": [_NAME],
                                            "responses": {"200": {"description": "the last reported progress"},
                                                          "404": _answer("no such job, or no progress yet"),
+                                                         "422": _answer("progress.json larger than the limit"),
                                                          **_ERRORS}}},
+        "/train/{name}/metrics": {"get": {
+            "summary": "The run's metrics series (logs/metrics.jsonl): loss, eval loss, lr, tokens/s by step",
+            "parameters": [_NAME, {"name": "max_points", "in": "query", "required": False,
+                                   "schema": {"type": "integer", "minimum": 1, "maximum": run_metrics.MAX_POINTS,
+                                              "default": run_metrics.DEFAULT_POINTS}}],
+            "responses": {"200": _answer("the series, at most max_points points", "MetricsSeries"),
+                          "400": _answer("invalid max_points"),
+                          "404": _answer("no such job, or no metrics yet"), **_ERRORS}}},
         "/train/{name}/logs": {"get": {"summary": "The trainer's log, last `tail` lines per file",
                                        "parameters": [_NAME, {"name": "tail", "in": "query", "required": False,
                                                               "schema": {"type": "integer", "minimum": 1,
@@ -93,6 +103,14 @@ def _operations() -> dict[str, dict[str, Any]]:
                            "parameters": [{"in": "query", "schema": QueueQuerySchema}],
                            "responses": {"200": _answer("the line", "Queue"), "400": _answer("invalid query"),
                                          **_ERRORS}}},
+        # api/ui.py: the jobs dashboard. Its files are open (they hold no data); every call it makes sends the token.
+        "/ui/": {"get": {"summary": "The jobs dashboard (HTML)", "security": [],
+                         "responses": {"200": {"description": "the dashboard's page",
+                                               "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        "/ui/static/{filename}": {"get": {
+            "summary": "The dashboard's scripts and styles", "security": [],
+            "parameters": [{"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "the file"}, "404": _answer("no such file")}}},
         "/openapi.json": {"get": {"summary": "This OpenAPI description",
                                   "responses": {"200": {"description": "OpenAPI 3 document"},
                                                 "401": _ERRORS["401"], "403": _ERRORS["403"]}}},
@@ -124,6 +142,8 @@ def build_spec(request_schema: Schema) -> dict[str, Any]:
         "JobEvents": schemas.JobEventsSchema,
         "Queue": QueueSchema,
         "DryRun": DryRunSchema,
+        "MetricsPoint": schemas.MetricsPointSchema,
+        "MetricsSeries": schemas.MetricsSeriesSchema,
         "ErrorBody": schemas.ErrorBodySchema,
         "Error": schemas.ErrorSchema,
     }

@@ -3,6 +3,10 @@
 Builtin admission: the order of the broker's FIFO line (`broker.quota`), each job with the `queue` object the last
 sync cycle stored (position, jobs ahead, what it waits for). Kueue admission: the jobs waiting for Kueue in the order
 they were created; Kueue orders its own line, so they carry no position.
+
+A tenant asks only about a namespace it may use (another is 403 naming `namespace`, as a submit there would be) and
+sees only its own jobs in the line; a job ahead of its own that it may not see counts in `position` and `ahead` but
+is not named in `ahead_jobs`. The operator sees every job.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from marshmallow import Schema, fields
 
+from api import tenants
 from api import validators as v
+from api.errors import ApiError
 from api.schemas import Checked, TrainingJobStatusSchema, status_view
 from broker import kueue
 from broker.jobs import JobStatus
@@ -37,12 +43,23 @@ class QueueSchema(Schema):
 def queue() -> ResponseReturnValue:
     settings = current_app.config["SETTINGS"].broker
     namespace = QueueQuerySchema().load(request.args.to_dict()).get("namespace") or settings.namespace
+    who = tenants.caller()
+    if not who.operator and (who.tenant is None or not who.tenant.allows_namespace(namespace)):
+        allowed = ", ".join(who.tenant.namespaces) if who.tenant is not None else "none"
+        raise ApiError(403, "forbidden", "the request uses namespaces or storage this tenant may not use",
+                       {"namespace": [f"namespace {namespace!r} is not one this tenant may use: {allowed}"]})
     store: JobStore = current_app.extensions["job_store"]
     if kueue.enabled(settings):
         names = store.names_in(JobStatus.WAITING_QUOTA)
     else:
         quota: QuotaLedger = current_app.extensions["quota"]
         names = quota.line(namespace)
-    waiting = [r for r in store.load(names) if r.status == JobStatus.WAITING_QUOTA and r.namespace == namespace]
-    return jsonify({"namespace": namespace, "admission": settings.admission,
-                    "jobs": [status_view(r, settings) for r in waiting]})
+    waiting = [r for r in store.load(names) if r.status == JobStatus.WAITING_QUOTA and r.namespace == namespace
+               and who.sees(r)]
+    views = [status_view(r, settings) for r in waiting]
+    if not who.operator:
+        own = {r.name for r in waiting}
+        for view in views:
+            if view.get("queue") and "ahead_jobs" in view["queue"]:
+                view["queue"]["ahead_jobs"] = [n for n in view["queue"]["ahead_jobs"] if n in own]
+    return jsonify({"namespace": namespace, "admission": settings.admission, "jobs": views})

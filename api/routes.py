@@ -13,9 +13,11 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from api import tenants
 from api.dryrun import answer_dry_run, dry_run_flag
 from api.errors import ApiError, invalid
 from api.schemas import JobEventsSchema, JobListQuerySchema, status_view
+from broker.errors import JobConflict
 from broker.jobs import JobRecord
 from broker.lifecycle import CancelOutcome, request_cancel, request_retry
 from broker.names import CANCEL_TASK, SUBMIT_TASK
@@ -27,6 +29,11 @@ health = Blueprint("health", __name__)
 
 def _store() -> JobStore:
     return current_app.extensions["job_store"]  # type: ignore[no-any-return]
+
+
+def _require(name: str) -> JobRecord:
+    """The job, when this caller may see it (another tenant's job is 404, as if it did not exist)."""
+    return tenants.visible(_store().get(name), name)
 
 
 def _enqueue(task_name: str, name: str) -> bool:
@@ -63,6 +70,11 @@ def _json_object() -> dict[str, Any]:
     return body
 
 
+def _name_taken(name: str) -> ApiError:
+    message = f"the job name {name!r} is taken; choose another job_name or run_id"
+    return ApiError(409, "conflict", message, {"job_name": [message]})
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -74,9 +86,20 @@ def submit() -> ResponseReturnValue:
     what the cluster and the admission would say (`api.dryrun`)."""
     dry = dry_run_flag(request.args.get("dry_run"))
     spec = current_app.extensions["request_schema"].load(_json_object())
+    settings = current_app.config["SETTINGS"]
+    tenant = tenants.submitting_tenant()
+    tenants.check_spec(tenant, spec, settings.broker, settings.multi_tenant)
     if dry:
-        return answer_dry_run(spec)
-    record, created = _store().create(JobRecord(name=spec.job_name, spec=spec))
+        return answer_dry_run(spec, tenant.name)
+    try:
+        record, created = _store().create(JobRecord(name=spec.job_name, spec=spec, tenant=tenant.name),
+                                          max_jobs=tenant.max_jobs)
+    except JobConflict as exc:
+        if exc.existing.owner != tenant.name:
+            raise _name_taken(spec.job_name) from exc
+        raise
+    if record.owner != tenant.name:
+        raise _name_taken(spec.job_name)
     if not created:
         return _job_response(record, 200)
     _enqueue(SUBMIT_TASK, record.name)
@@ -88,14 +111,15 @@ def submit() -> ResponseReturnValue:
 
 @bp.get("/<name>")
 def get_job(name: str) -> ResponseReturnValue:
-    return jsonify(_view(_store().require(name)))
+    return jsonify(_view(_require(name)))
 
 
 @bp.get("")
 def list_jobs() -> ResponseReturnValue:
     query = JobListQuerySchema().load(request.args.to_dict())
     try:
-        records, cursor = _store().list_jobs(**query)
+        scoped = current_app.config["SETTINGS"].multi_tenant
+        records, cursor = _store().list_jobs(**query, tenant=tenants.caller().list_filter if scoped else None)
     except ValueError as exc:
         raise invalid({"cursor": [str(exc)]}) from exc
     return jsonify({"jobs": [_view(r) for r in records], "next_cursor": cursor})
@@ -104,7 +128,7 @@ def list_jobs() -> ResponseReturnValue:
 @bp.get("/<name>/events")
 def job_events(name: str) -> ResponseReturnValue:
     store = _store()
-    store.require(name)
+    _require(name)
     return jsonify(JobEventsSchema().dump({"name": name, "events": store.events(name)}))
 
 
@@ -115,6 +139,7 @@ def job_events(name: str) -> ResponseReturnValue:
 def cancel(name: str) -> ResponseReturnValue:
     """`queued`/`waiting_quota` → `cancelled` at once (200); a job that may be on the cluster → `cancelling` and a
     cancel task (202); already `cancelling` → 202 again; terminal → 409. Decided by `broker.lifecycle`."""
+    _require(name)  # another tenant's job is 404 before anything is decided
     decision = request_cancel(_store(), current_app.extensions["quota"], name)
     record = decision.record
     if decision.outcome == CancelOutcome.ENDED:
@@ -130,6 +155,7 @@ def cancel(name: str) -> ResponseReturnValue:
 @bp.post("/<name>/retry")
 def retry(name: str) -> ResponseReturnValue:
     """`failed`/`cancelled` → `queued` with `attempt` + 1, resuming from the latest checkpoint; else 409."""
+    _require(name)
     queued = request_retry(_store(), name)
     _enqueue(SUBMIT_TASK, name)
     return _job_response(queued, 202)
@@ -146,8 +172,10 @@ def healthz() -> ResponseReturnValue:
 
 @health.get("/readyz")
 def readyz() -> ResponseReturnValue:
-    """Readiness: Redis answers a PING (a 503 with Retry-After otherwise, through the error handler)."""
-    _store().redis.ping()
+    """Readiness: Redis accepts a write (a 503 with Retry-After otherwise, through the error handler: unreachable,
+    or out of memory — a Redis at `maxmemory` still answers PING but refuses every new job)."""
+    store = _store()
+    store.redis.set(store.keys.readyz, "1", px=60_000)
     return jsonify({"status": "ready"})
 
 

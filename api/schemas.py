@@ -6,11 +6,12 @@ from the behaviour. Every rule refuses with a message under the field's name; no
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, post_load, validate
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from api import validators as v
 from broker import queue
@@ -26,11 +27,17 @@ from broker.jobs import (
     default_job_name,
     is_reserved_env,
 )
+from broker.launch_policy import DEFAULT_ENV_ALLOW, refused_env
 from broker.recovery import recovery_view
 from broker.settings import BrokerSettings
 
+#: Extra-arg keys that name the trainer's own settings: they would never take effect, and are refused.
+FIXED_EXTRA_KEYS = frozenset({"framework", "run_id", "checkpoint_base_uri", "checkpoint_prefix", "dataset_uri",
+                              "logs_uri", "config_uri", "model_id", "config_path", "work_dir", "resume", "help"})
+
 _MAX_MAP_ENTRIES = 100
 _MAX_TEXT = 4096
+_MAPS = ("env", "labels", "annotations", "extra_args")
 
 
 class Checked(fields.String):
@@ -150,10 +157,14 @@ class TrainingJobRequestSchema(Schema):
         max_gpus_per_node: int = 8,
         allowed_namespaces: tuple[str, ...] = (),
         default_namespace: str = "default",
+        env_allow: tuple[str, ...] = DEFAULT_ENV_ALLOW,
+        max_maps_bytes: int = 64 * 1024,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.default_namespace = default_namespace
+        self.env_allow = env_allow
+        self.max_maps_bytes = max_maps_bytes
         # Configured limits become validators of this instance, so /openapi.json shows them too.
         # marshmallow copies declared fields shallowly: build new validator lists, never append to the shared ones
         # (appending leaked one app's limits into every schema built after it in the same process).
@@ -165,6 +176,25 @@ class TrainingJobRequestSchema(Schema):
     def _add_validator(self, name: str, validator: validate.Validator) -> None:
         field = self.fields[name]
         field.validators = [*field.validators, validator]
+
+    @validates_schema
+    def _launch_policy(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """The env allow-list, extra-arg keys that would shadow the run's own settings, and the maps' total size."""
+        errors: dict[str, Any] = {}
+        env_errors = {k: [why] for k in data.get("env", {}) if (why := refused_env(k, self.env_allow))}
+        if env_errors:
+            errors["env"] = env_errors
+        fixed = {k: ["names one of the run's own settings; it cannot be set as an extra arg"]
+                 for k in data.get("extra_args", {}) if k.lower() in FIXED_EXTRA_KEYS}
+        if fixed:
+            errors["extra_args"] = fixed
+        sizes = {k: len(json.dumps(data[k], ensure_ascii=False).encode()) for k in _MAPS if k in data}
+        if sum(sizes.values()) > self.max_maps_bytes:
+            biggest = max(sizes, key=lambda k: sizes[k])
+            errors[biggest] = [f"env, labels, annotations and extra_args hold {sum(sizes.values())} bytes together, "
+                               f"more than the limit of {self.max_maps_bytes} (this one: {sizes[biggest]})"]
+        if errors:
+            raise ValidationError(errors)
 
     @post_load
     def to_spec(self, data: dict[str, Any], **kwargs: Any) -> JobSpec:
@@ -269,6 +299,33 @@ class EventSchema(Schema):
 class JobEventsSchema(Schema):
     name = fields.String()
     events = fields.List(fields.Nested(EventSchema))
+
+
+class MetricsPointSchema(Schema):
+    """One point of a run's metrics series; a metric the run did not log at that step is null."""
+
+    step = fields.Integer(required=True)
+    loss = fields.Float(allow_none=True, metadata={"description": "train loss (a bucket's mean when downsampled)"})
+    eval_loss = fields.Float(allow_none=True)
+    lr = fields.Float(allow_none=True, metadata={"description": "learning rate"})
+    tokens_per_s = fields.Float(allow_none=True)
+    grad_norm = fields.Float(allow_none=True)
+    epoch = fields.Float(allow_none=True)
+    elapsed_s = fields.Float(allow_none=True, metadata={"description": "seconds since the attempt started"})
+
+
+class MetricsSeriesSchema(Schema):
+    name = fields.String()
+    status = fields.String()
+    attempt = fields.Integer()
+    max_points = fields.Integer()
+    points = fields.List(fields.Nested(MetricsPointSchema))
+    total_points = fields.Integer(metadata={"description": "points in the rows read, before downsampling"})
+    downsampled = fields.Boolean()
+    complete = fields.Boolean(metadata={"description": "false when the file was beyond the byte budget and was "
+                                                       "read in windows spread over the run"})
+    summary = fields.Dict(allow_none=True, metadata={"description": "the run's closing row: step, loss, "
+                                                                    "steps_per_s, train_runtime"})
 
 
 class ErrorBodySchema(Schema):

@@ -87,8 +87,9 @@ def check_image(value: str) -> str:
 
 
 def check_run_id(value: str) -> str:
-    if not RUN_ID_RE.fullmatch(value):
-        raise ValidationError("must be 1-63 characters of letters, digits, '.', '_' and '-'")
+    """A run id is one path segment of the storage layout: never `.`, `..` or a separator."""
+    if not RUN_ID_RE.fullmatch(value) or value in (".", ".."):
+        raise ValidationError("must be 1-63 characters of letters, digits, '.', '_' and '-', and not '.' or '..'")
     return value
 
 

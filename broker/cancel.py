@@ -12,6 +12,7 @@ from broker.context import BrokerContext
 from broker.errors import IllegalTransition, JobNotFound
 from broker.jobs import JobRecord, JobStatus
 from broker.lifecycle import CancelOutcome, request_cancel
+from broker.ownership import ForeignObject, delete_own
 
 S = JobStatus
 
@@ -32,11 +33,15 @@ def cancel_job(ctx: BrokerContext, name: str) -> str:
 def finish_cancel(ctx: BrokerContext, record: JobRecord, *, already_deleted: bool = False) -> str:
     """Delete a `cancelling` job's object, then `cancelled` and release its quota."""
     obj = record.object_name()
+    reason = f"cancelled; PyTorchJob {obj} deleted"
     if not already_deleted:
-        ctx.with_retries(lambda: ctx.backend.delete(record.namespace, obj), f"delete PyTorchJob {obj}")
+        try:
+            delete_own(ctx, record.namespace, obj, record.name, record.attempt)
+        except ForeignObject as exc:
+            reason = f"cancelled; {exc}"
     ctx.quota.release(record.namespace, record.name, record.attempt)
     try:
-        ctx.store.transition(record.name, S.CANCELLED, reason=f"cancelled; PyTorchJob {obj} deleted",
+        ctx.store.transition(record.name, S.CANCELLED, reason=reason,
                              expect_from={S.CANCELLING}, expect_attempt=record.attempt)
     except IllegalTransition as stale:
         return f"skipped: job is {stale.current}"

@@ -22,12 +22,34 @@ log = logging.getLogger(__name__)
 __all__ = ["CANCEL_TASK", "SUBMIT_TASK", "SYNC_TASK", "app", "make_app", "refuse_unauthenticated_flower"]
 
 
+#: Common words: never accepted as a password (the deploy script also refuses the demo values of k8s/secret.env).
+KNOWN_DEMO_SECRETS = frozenset({"password", "password123", "admin", "administrator", "changeme", "letmein",
+                                "change-me", "secret", "demo", "flower", "qwerty123456", "123456789012"})
+MIN_PASSWORD = 12
+
+
+def weak_basic_auth(value: str | None) -> str | None:
+    """Why `user:password[,user:password]` may not protect Flower (None: it may)."""
+    if not value or not value.strip():
+        return "FLOWER_BASIC_AUTH=user:password is required: Flower never runs without authentication"
+    for pair in value.split(","):
+        user, sep, password = pair.strip().partition(":")
+        if not sep or not user.strip() or not password.strip():
+            return "FLOWER_BASIC_AUTH needs a user and a password in every user:password pair"
+        if len(password) < MIN_PASSWORD or password.lower() in KNOWN_DEMO_SECRETS or password == user:
+            return (f"FLOWER_BASIC_AUTH holds a trivial or known demo password for {user!r}: use at least "
+                    f"{MIN_PASSWORD} random characters")
+    return None
+
+
 def refuse_unauthenticated_flower(settings: BrokerSettings, argv: list[str]) -> None:
-    """Exit when this process is `celery … flower` and no credentials are configured: never an open dashboard."""
+    """Exit when this process is `celery … flower` and its credentials are missing, empty or trivial."""
     program = argv[0].replace("\\", "/") if argv else ""
     is_celery = program.endswith(("/celery", "/celery/__main__.py")) or program == "celery"
-    if is_celery and "flower" in argv[1:] and not settings.flower_basic_auth:
-        raise SystemExit("FLOWER_BASIC_AUTH=user:password is required: Flower never runs without authentication")
+    if is_celery and "flower" in argv[1:]:
+        why = weak_basic_auth(settings.flower_basic_auth)
+        if why:
+            raise SystemExit(why)
 
 
 def make_app(settings: BrokerSettings | None = None) -> Celery:

@@ -1,9 +1,10 @@
 """Dry run: validate a request against the cluster and preview its admission, storing and enqueueing nothing.
 
-The API never calls the cluster and a task takes a short argument only, so the API parks the validated spec under
-`p dryrun:<token>` (JSON, a short TTL) and sends `broker.dry_run(token)`; this logic renders the PyTorchJob exactly
-as the submission would (attempt 1, Kueue's label and suspension in `kueue` mode), asks the cluster to validate it
-without storing it (`dryRun=All`), computes the admission verdict read-only, and pushes the answer to
+The API never calls the cluster and a task takes a short argument only, so the API parks the validated spec and the
+submitting tenant under `p dryrun:<token>` (JSON `{"spec", "tenant"}`, a short TTL) and sends
+`broker.dry_run(token)`; this logic renders the PyTorchJob exactly as the submission would (attempt 1, the
+tenant's pod settings, Kueue's label and suspension in `kueue` mode), asks the cluster to validate it without
+storing it (`dryRun=All`), computes the admission verdict read-only, and pushes the answer to
 `p dryrun:<token>:answer`, where the API is waiting for it. The answer:
 
     {"object": {...}, "cluster": {"accepted": true|false|null, "status": 201|422|403|..., "reason", "message"},
@@ -34,8 +35,9 @@ def dry_run(ctx: BrokerContext, token: str) -> str:
     raw = ctx.redis.get(request)
     if raw is None:
         return "skipped: the request expired"
-    spec = JobSpec.from_dict(json.loads(raw))  # type: ignore[arg-type]
-    answer = evaluate(ctx, spec)
+    parked = json.loads(raw)  # type: ignore[arg-type]
+    spec = JobSpec.from_dict(parked["spec"])
+    answer = evaluate(ctx, spec, str(parked.get("tenant") or ""))
     pipe = ctx.redis.pipeline(transaction=True)
     pipe.rpush(answer_key, json.dumps(answer))
     pipe.expire(answer_key, ANSWER_TTL_S)
@@ -44,8 +46,9 @@ def dry_run(ctx: BrokerContext, token: str) -> str:
     return "answered"
 
 
-def evaluate(ctx: BrokerContext, spec: JobSpec) -> dict[str, Any]:
-    record = JobRecord(name=spec.job_name, spec=spec, spec_hash=spec.spec_hash())
+def evaluate(ctx: BrokerContext, spec: JobSpec, tenant: str = "") -> dict[str, Any]:
+    """The verdicts on `spec` as `tenant` would submit it (its pod settings are rendered in)."""
+    record = JobRecord(name=spec.job_name, spec=spec, spec_hash=spec.spec_hash(), tenant=tenant)
     job = kueue.apply(render_pytorchjob(record, ctx.settings), record, ctx.settings)
     cluster: dict[str, Any]
     try:

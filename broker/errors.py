@@ -43,6 +43,14 @@ class IllegalTransition(StoreError):
         self.name, self.current, self.target, self.attempt = name, current, target, attempt
 
 
+class TooManyJobs(StoreError):
+    """The tenant holds as many job records as it may (`max_jobs`)."""
+
+    def __init__(self, tenant: str, limit: int) -> None:
+        super().__init__(f"tenant {tenant!r} holds {limit} jobs, its limit; wait until finished jobs expire")
+        self.tenant, self.limit = tenant, limit
+
+
 class StaleTransition(IllegalTransition):
     """The move is legal, but the job is not in the state (or attempt) the caller expected: it has moved on."""
 

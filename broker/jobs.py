@@ -108,6 +108,7 @@ RESERVED_ENV = frozenset(
         "RANK",
         "WORLD_SIZE",
         "LOCAL_RANK",
+        "TRAINER_WORK_DIR",
     }
 )
 RESERVED_ENV_PREFIXES = ("MASTER_", "PET_")
@@ -224,6 +225,12 @@ class JobRecord:
     last_failure: str | None = None
     #: The job's place in its namespace's line while it waits (JSON of `broker.queue.QueueInfo`), else empty.
     queue_info: str | None = None
+    #: The tenant that submitted the job ("" on records from before tenants: the implicit tenant `default`).
+    tenant: str = ""
+
+    @property
+    def owner(self) -> str:
+        return self.tenant or "default"
 
     @property
     def framework(self) -> str:
@@ -286,6 +293,7 @@ class JobRecord:
             not_before=opt("not_before"),
             last_failure=opt("last_failure"),
             queue_info=opt("queue_info"),
+            tenant=raw.get("tenant", ""),
         )
 
 

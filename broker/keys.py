@@ -4,8 +4,10 @@ All keys are under one prefix `p` (`TRAINER_REDIS_PREFIX`, `tb:` by default):
 
 - `p job:<name>` hash: the job record (`JobRecord.to_redis()`) plus `sort_key`, `namespace`, `framework`, `run_id`.
 - `p events:<name>` list of JSON events `{at, from, to, reason, attempt}`, oldest first.
-- `p idx:all`, `p idx:status:<s>`, `p idx:framework:<f>`, `p idx:run_id:<r>`, `p idx:namespace:<n>`: sorted sets
-  (score 0, ordered by member) of sort keys `<inverted created ms>|<name>`: ascending member order is newest first.
+- `p idx:all`, `p idx:status:<s>`, `p idx:framework:<f>`, `p idx:run_id:<r>`, `p idx:namespace:<n>`,
+  `p idx:tenant:<t>`: sorted sets (score 0, ordered by member) of sort keys `<inverted created ms>|<name>`: ascending
+  member order is newest first. A tenant's index also bounds its job count (`max_jobs`).
+- `p finished` sorted set: name -> epoch ms when the job last entered a terminal status (retention purge).
 - `p entered:<s>` sorted set: name -> epoch ms when the job entered status `s` (FIFO of `waiting_quota`, staleness
   of `queued`).
 - `p quota:held:<ns>` hash `<job>#<attempt>` → GPUs reserved; `p quota:line:<ns>` sorted set of waiting jobs by
@@ -15,6 +17,7 @@ All keys are under one prefix `p` (`TRAINER_REDIS_PREFIX`, `tb:` by default):
 - `p recovery:due` sorted set: job → epoch ms when its automatic recovery's backoff ends (`broker.recovery`).
 - `p dryrun:<token>` string: a dry run's parked request (JSON, short TTL); `p dryrun:<token>:answer` list: the
   broker's answer, which the API pops (`broker.dryrun`).
+- `p readyz` a tiny string `/readyz` writes (with a TTL) to prove Redis accepts writes.
 
 Lua scripts receive every key they touch as `KEYS` (the status indexes of a transition as one block per status,
 in `STATUS_ORDER`), so no script builds a key name. All keys of one job live on one Redis (not Redis Cluster).
@@ -51,7 +54,8 @@ class Keys:
         return f"{self.prefix}events:{name}"
 
     def index(self, kind: str | None = None, value: str | None = None) -> str:
-        """`idx:all` without arguments, else `idx:<kind>:<value>` (kind: status, framework, run_id, namespace)."""
+        """`idx:all` without arguments, else `idx:<kind>:<value>` (kind: status, framework, run_id, namespace,
+        tenant)."""
         return f"{self.prefix}idx:all" if kind is None else f"{self.prefix}idx:{kind}:{value}"
 
     def status_index(self, status: JobStatus | str) -> str:
@@ -97,3 +101,11 @@ class Keys:
 
     def dry_run_answer(self, token: str) -> str:
         return f"{self.prefix}dryrun:{token}:answer"
+
+    @property
+    def finished(self) -> str:
+        return f"{self.prefix}finished"
+
+    @property
+    def readyz(self) -> str:
+        return f"{self.prefix}readyz"

@@ -27,7 +27,7 @@ from broker.context import BrokerContext
 from broker.errors import StoreError
 from broker.jobs import JobRecord, JobSpec, JobStatus, now_iso, parse_iso
 from broker.names import SUBMIT_TASK
-from broker.run_files import StorageUnavailable, read_bytes
+from broker.run_files import Outside, StorageUnavailable, TooLarge, read_bounded
 from broker.settings import BrokerSettings, Recovery
 
 S = JobStatus
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 #: What made an attempt fail, as the broker saw it.
 CLUSTER_FAILED, VANISHED, SUBMIT_GAVE_UP, SUBMIT_REFUSED = "cluster_failed", "vanished", "submit_gave_up", "refused"
+#: The most bytes of `logs/failure.json` read: the trainer writes a few hundred; a larger file is not read at all.
+FAILURE_MAX_BYTES = 64 * 1024
 _EXIT_2 = re.compile(r"exit(?:ed)? (?:with )?(?:code|status) 2\b")
 
 
@@ -56,11 +58,12 @@ def in_backoff(record: JobRecord, now: float | None = None) -> bool:
 
 
 def failure_file(record: JobRecord) -> dict[str, Any] | None:
-    """This attempt's `logs/failure.json` as the trainer wrote it, or None (none, unreadable, another attempt's)."""
+    """This attempt's `logs/failure.json` as the trainer wrote it, or None (none, unreadable, too large, a local file
+    that resolves outside the job's prefix, another attempt's). One bounded read, inside the job's own prefix."""
     uri = record.layout.failure
     try:
-        data = json.loads(read_bytes(uri))
-    except (FileNotFoundError, StorageUnavailable, ValueError) as exc:
+        data = json.loads(read_bounded(uri, FAILURE_MAX_BYTES, record.layout.prefix))
+    except (FileNotFoundError, StorageUnavailable, TooLarge, Outside, ValueError) as exc:
         log.debug("no failure record for %s at %s: %s", record.name, uri, exc)
         return None
     if not isinstance(data, dict):

@@ -10,17 +10,23 @@ Rules (the operator's webhook rules and defaults are in `k8s/crds/README.md`):
   (`"1"`), because torchrun needs at least one and `"cpu"` would start one process per core.
 - Command: an argv list, never a shell. `torchrun --nnodes N --nproc_per_node P train.py --framework … --run-id …
   --checkpoint-base-uri … --checkpoint-prefix … --dataset-uri … --logs-uri … --config-uri … --model-id …
-  [--resume] [--key value …]`. The node rank, master address and master port are NOT in the argv: the operator
-  injects `PET_NODE_RANK`, `PET_MASTER_ADDR`, `PET_MASTER_PORT` into the `pytorch` container and torchrun reads
-  `PET_*` variables as the defaults of those flags (the local backend injects the same variables). No `$(VAR)`
-  expansion is used, so the argv means the same on a cluster and locally.
+  [--resume] [-- --key=value …]`. Every item (and every env value) is literal: `$` is doubled, so Kubernetes (and
+  the local backend) expand no `$(VAR)` from request input. The node rank, master address and master port are NOT
+  in the argv: the operator injects `PET_NODE_RANK`, `PET_MASTER_ADDR`, `PET_MASTER_PORT` into the `pytorch`
+  container and torchrun reads `PET_*` variables as the defaults of those flags (the local backend injects the same
+  variables). No `$(VAR)` expansion is relied on, so the argv means the same on a cluster and locally.
 - Extra args: ALL of them travel as JSON in `TRAINING_EXTRA_ARGS_JSON` (typed: lists, dicts, booleans survive).
-  Scalars (str, int, float, bool → `true`/`false`) whose key is a plain identifier are also passed as
-  `--key value` argv pairs so the command line shows them; lists, dicts and null travel only in the JSON. A key that
-  would shadow one of the fixed flags travels only in the JSON.
+  Scalars (str, int, float, bool → `true`/`false`) whose key is a plain identifier are also passed, after a `--` that
+  ends the trainer's own options, as single `--key=value` tokens so the command line shows them: a value such as
+  `--resume` or `--logs-uri=…` stays that key's value. Lists, dicts and null travel only in the JSON. A key that
+  would shadow one of the fixed flags travels only in the JSON (the API refuses such keys anyway).
 - Env: `FRAMEWORK RUN_ID MODEL_ID NUM_NODES GPUS_PER_NODE CHECKPOINT_BASE_URI CHECKPOINT_PREFIX DATASET_URI LOGS_URI
   CONFIG_URI RESUME_FROM_CHECKPOINT TRAINING_EXTRA_ARGS_JSON TRAINER_ATTEMPT` (+ `CONFIG_PATH` when the request
-  names a config), then the request's own env (reserved names are skipped; the API refuses them anyway).
+  names a config), then the request's own env (only names `broker.launch_policy` allows; the API refuses the others
+  with a 400).
+- Pods: restricted by default (`broker.tenants.pod_security`): `runAsNonRoot`, no privilege escalation, capabilities
+  dropped, `RuntimeDefault` seccomp, `automountServiceAccountToken: false`; the tenant may allow root and name a
+  service account.
 - Resources per replica, requests = limits: `cpu`, `memory` (`<n>Gi`), and `nvidia.com/gpu` when it is > 0. A
   memory-backed `/dev/shm` is mounted (torch data loaders and NCCL need more than the container default).
 - Labels: `app.kubernetes.io/managed-by: training-broker`, `training-broker.io/job`, `.../attempt`, `.../run-id`
@@ -36,8 +42,10 @@ import json
 import re
 from typing import Any
 
-from broker.jobs import LABEL_PREFIX, MANAGED_BY_LABEL, MANAGED_BY_VALUE, JobRecord, is_reserved_env
+from broker.jobs import LABEL_PREFIX, MANAGED_BY_LABEL, MANAGED_BY_VALUE, JobRecord
+from broker.launch_policy import literal, refused_env
 from broker.settings import BrokerSettings
+from broker.tenants import pod_security
 
 API_VERSION = "kubeflow.org/v1"
 KIND = "PyTorchJob"
@@ -58,8 +66,10 @@ MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
 
 _FIXED_FLAGS = frozenset(
     {"framework", "run-id", "checkpoint-base-uri", "checkpoint-prefix", "dataset-uri", "logs-uri", "config-uri",
-     "model-id", "resume"}
+     "model-id", "resume", "work-dir", "config-path", "help"}
 )
+#: Ends the trainer's own options: everything after it is an extra arg, one `--key=value` token each.
+END_OF_OPTIONS = "--"
 _FLAG_KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 _LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -67,9 +77,9 @@ _LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
 def render_pytorchjob(record: JobRecord, settings: BrokerSettings) -> dict[str, Any]:
     """The PyTorchJob for the record's current attempt. Pure: equal inputs give equal objects."""
     spec = record.spec
-    replicas: dict[str, Any] = {"Master": _replica_spec(1, record)}
+    replicas: dict[str, Any] = {"Master": _replica_spec(1, record, settings)}
     if spec.num_nodes > 1:
-        replicas["Worker"] = _replica_spec(spec.num_nodes - 1, record)
+        replicas["Worker"] = _replica_spec(spec.num_nodes - 1, record, settings)
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -139,29 +149,32 @@ def _run_policy(settings: BrokerSettings) -> dict[str, Any]:
     return policy
 
 
-def _replica_spec(replicas: int, record: JobRecord) -> dict[str, Any]:
+def _replica_spec(replicas: int, record: JobRecord, settings: BrokerSettings) -> dict[str, Any]:
+    pod, container_security = pod_security(settings.tenants.get(record.tenant))
     return {
         "replicas": replicas,
         "restartPolicy": "OnFailure",
         "template": {
             "metadata": {"labels": object_labels(record)},
             "spec": {
-                "containers": [_container(record)],
+                **pod,
+                "containers": [_container(record, settings, container_security)],
                 "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}],
             },
         },
     }
 
 
-def _container(record: JobRecord) -> dict[str, Any]:
+def _container(record: JobRecord, settings: BrokerSettings, security: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": CONTAINER_NAME,
         "image": record.spec.image,
         "imagePullPolicy": "IfNotPresent",
         "command": command(record),
-        "env": [{"name": k, "value": v} for k, v in env(record).items()],
+        "env": [{"name": k, "value": literal(v)} for k, v in env(record, settings.env_allow).items()],
         "resources": _resources(record),
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+        "securityContext": security,
     }
 
 
@@ -179,7 +192,9 @@ def uris(record: JobRecord) -> dict[str, str]:
 
 
 def command(record: JobRecord) -> list[str]:
-    """The container's argv: torchrun, then train.py with the fixed flags and the scalar extra args."""
+    """The container's argv: torchrun, then train.py with the fixed flags, `--`, and the scalar extra args.
+
+    Every item is literal (`$` doubled): Kubernetes expands nothing from a request's values."""
     spec, where = record.spec, uris(record)
     argv = ["torchrun", "--nnodes", str(spec.num_nodes), "--nproc_per_node", nproc_per_node(spec.gpus_per_node),
             ENTRYPOINT,
@@ -193,25 +208,29 @@ def command(record: JobRecord) -> list[str]:
             "--model-id", spec.model_id]
     if record.resume:
         argv.append("--resume")
-    return argv + extra_argv(spec.extra_args)
+    return [literal(arg) for arg in argv + extra_argv(spec.extra_args)]
 
 
 def extra_argv(extra_args: dict[str, Any]) -> list[str]:
-    """`--key value` pairs for the scalar extra args (see the module docstring for what stays JSON-only)."""
+    """`--` then one `--key=value` token per scalar extra arg (see the module docstring for what stays JSON-only).
+
+    The value is glued to its key, after the end of the trainer's options: whatever it holds (`--resume`,
+    `--logs-uri=…`) it is that key's value, never a flag of its own."""
     argv: list[str] = []
     for key in sorted(extra_args):
         value = extra_args[key]
         if not _FLAG_KEY_RE.match(key) or key.replace("_", "-") in _FIXED_FLAGS:
             continue
         if isinstance(value, bool):
-            argv += [f"--{key}", "true" if value else "false"]
+            argv.append(f"--{key}={'true' if value else 'false'}")
         elif isinstance(value, int | float | str):
-            argv += [f"--{key}", str(value)]
-    return argv
+            argv.append(f"--{key}={value}")
+    return [END_OF_OPTIONS, *argv] if argv else []
 
 
-def env(record: JobRecord) -> dict[str, str]:
-    """The env of every replica: the system's variables, then the request's own (never overriding reserved ones)."""
+def env(record: JobRecord, allow: tuple[str, ...] | None = None) -> dict[str, str]:
+    """The env of every replica: the system's variables, then the request's own (only names the launch policy
+    allows; the API refuses the others with a 400 already)."""
     spec, where = record.spec, uris(record)
     out = {
         "FRAMEWORK": spec.framework,
@@ -231,6 +250,6 @@ def env(record: JobRecord) -> dict[str, str]:
     if spec.config_path:
         out["CONFIG_PATH"] = spec.config_path
     for key in sorted(spec.env):
-        if not is_reserved_env(key):
+        if key not in out and refused_env(key, *(() if allow is None else (allow,))) is None:
             out[key] = str(spec.env[key])
     return out

@@ -7,8 +7,11 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from broker.errors import SettingsError
+from broker.launch_policy import parse_env_allow
+from broker.tenants import DEFAULT_TENANT, Tenant, TenantConfigError, implicit_tenant, parse_tenants
 
 __all__ = ["BrokerSettings", "Quota", "SettingsError"]
 
@@ -62,6 +65,9 @@ ADMISSION_MODES = ("builtin", "kueue")
 class BrokerSettings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     """REDIS_URL: job records, events, quota ledger, and the Celery broker and result store."""
+    redis_password: str | None = None
+    """REDIS_PASSWORD: Redis' password, added to REDIS_URL when that holds none (the kustomize base sets it from the
+    Secret)."""
     key_prefix: str = "tb:"
     """TRAINER_REDIS_PREFIX: prefix of every key the job store writes."""
     cluster_backend: str = "local"
@@ -98,7 +104,8 @@ class BrokerSettings:
     job_ttl_s: int | None = None
     """TRAINER_JOB_TTL_S: `runPolicy.ttlSecondsAfterFinished`; unset keeps finished objects (history is in Redis)."""
     kubeconfig: str | None = None
-    """KUBECONFIG: kubeconfig file(s) used when not running in a cluster (default `~/.kube/config`)."""
+    """KUBECONFIG: kubeconfig file(s) of the `kubernetes` backend outside a cluster (default `~/.kube/config`); when
+    the file exists the backend defaults to `kubernetes`."""
     kube_request_timeout_s: float = 30.0
     """TRAINER_KUBE_TIMEOUT_S: timeout of one Kubernetes API request (connect + read)."""
     kube_list_page_size: int = 500
@@ -108,7 +115,25 @@ class BrokerSettings:
     is delivered again after this long. Must exceed the longest task, a submit with all its retries (844 s with the
     defaults; the worker warns at start when it does not)."""
     flower_basic_auth: str | None = None
-    """FLOWER_BASIC_AUTH: `user:password[,user2:password2]`; Flower refuses to start without it."""
+    """FLOWER_BASIC_AUTH: `user:password[,user2:password2]`; Flower refuses to start without it, or with a user
+    or password that is empty, shorter than 12 characters (password) or a known demo value."""
+    tenants: dict[str, Tenant] = dataclasses.field(
+        default_factory=lambda: {DEFAULT_TENANT: Tenant(DEFAULT_TENANT, configured=False)})
+    """TRAINER_TENANTS: JSON tenants by name — namespaces, storage roots, quotas, pod settings (see
+    `broker/tenants.py` and docs/DEPLOYMENT.md); unset: one tenant `default`."""
+    allowed_namespaces: tuple[str, ...] = ()
+    """TRAINER_ALLOWED_NAMESPACES: without TRAINER_TENANTS, comma-separated namespaces requests may use; empty allows
+    any valid name."""
+    storage_roots: tuple[str, ...] = ()
+    """TRAINER_STORAGE_ROOTS: without TRAINER_TENANTS, comma-separated URI prefixes runs may use (empty: any)."""
+    env_allow: tuple[str, ...] = parse_env_allow(None)
+    """TRAINER_ENV_ALLOW: comma-separated names or patterns (`*`) a request's `env` may set; interpreter, loader,
+    shell and system names are refused whatever it says (default: HF/W&B/NCCL/OMP names, `APP_*`, `USER_*`)."""
+    local_replica_env: tuple[str, ...] = ()
+    """TRAINER_LOCAL_REPLICA_ENV: local backend: comma-separated names or patterns of the worker's environment that
+    replicas inherit besides PATH, HOME, locale, PYTHONPATH and HF offline settings (e.g. a development S3's keys)."""
+    job_retention_s: int = 7 * 24 * 3600
+    """TRAINER_JOB_RETENTION_S: finished jobs (and their events) are removed this long after they finished."""
     recovery: dict[str, Recovery] = dataclasses.field(default_factory=lambda: {"default": Recovery()})
     """TRAINER_RECOVERY: JSON `{"default": {"max_attempts": 1, "backoff_s": 60}, "<namespace>": {...}}` — automatic
     recovery of requests that carry no `recovery` field (1 attempt = no automatic recovery)."""
@@ -120,7 +145,16 @@ class BrokerSettings:
     requests that name no `queue`."""
 
     def quota_for(self, namespace: str) -> Quota:
-        return self.quotas.get(namespace) or self.quotas["default"]
+        """The namespace's quota; a namespace without one (and no explicit `default`) admits nothing."""
+        return self.quotas.get(namespace) or self.quotas.get("default") or Quota(gpus=0, jobs=0)
+
+    @property
+    def tenants_configured(self) -> bool:
+        """Tenants come from `TRAINER_TENANTS` (not the implicit single tenant)."""
+        return any(t.configured for t in self.tenants.values())
+
+    def has_quota(self, namespace: str) -> bool:
+        return namespace in self.quotas or "default" in self.quotas
 
     def recovery_for(self, namespace: str) -> Recovery:
         return self.recovery.get(namespace) or self.recovery["default"]
@@ -145,13 +179,15 @@ class BrokerSettings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> BrokerSettings:
         env = dict(os.environ if environ is None else environ)
+        tenants = _tenants(env)
         return cls(
-            redis_url=env.get("REDIS_URL", cls.redis_url),
+            redis_url=_with_password(env.get("REDIS_URL", cls.redis_url), env.get("REDIS_PASSWORD")),
+            redis_password=env.get("REDIS_PASSWORD") or None,
             key_prefix=env.get("TRAINER_REDIS_PREFIX", cls.key_prefix),
             cluster_backend=env.get("TRAINER_CLUSTER_BACKEND") or _default_backend(env),
             namespace=env.get("TRAINER_NAMESPACE", cls.namespace),
             sync_interval_s=_float(env, "TRAINER_SYNC_INTERVAL_S", cls.sync_interval_s),
-            quotas=_quotas(env.get("TRAINER_QUOTAS")),
+            quotas=_quotas(env.get("TRAINER_QUOTAS"), tenants, builtin_default=not env.get("TRAINER_TENANTS")),
             submit_max_retries=_int(env, "TRAINER_SUBMIT_MAX_RETRIES", cls.submit_max_retries),
             submit_backoff_s=_float(env, "TRAINER_SUBMIT_BACKOFF_S", cls.submit_backoff_s),
             submit_backoff_max_s=_float(env, "TRAINER_SUBMIT_BACKOFF_MAX_S", cls.submit_backoff_max_s),
@@ -171,20 +207,51 @@ class BrokerSettings:
             recovery=_recovery(env.get("TRAINER_RECOVERY")),
             admission=_choice(env, "TRAINER_ADMISSION", cls.admission, ADMISSION_MODES),
             kueue_queues=_kueue_queues(env.get("TRAINER_KUEUE_QUEUES")),
+            tenants=tenants,
+            allowed_namespaces=_csv(env.get("TRAINER_ALLOWED_NAMESPACES")),
+            storage_roots=_csv(env.get("TRAINER_STORAGE_ROOTS")),
+            env_allow=parse_env_allow(env.get("TRAINER_ENV_ALLOW")),
+            local_replica_env=_csv(env.get("TRAINER_LOCAL_REPLICA_ENV")),
+            job_retention_s=_int(env, "TRAINER_JOB_RETENTION_S", cls.job_retention_s),
         )
 
 
-def _quotas(raw: str | None) -> dict[str, Quota]:
-    quotas = {"default": Quota(gpus=64, jobs=20)}
+def _with_password(url: str, password: str | None) -> str:
+    """`url` with `password` in its user info, unless it already holds one (or there is none to add)."""
+    parts = urlsplit(url)
+    if not password or parts.password is not None or "@" in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=f":{quote(password, safe='')}@{parts.netloc}"))
+
+
+def _csv(raw: str | None) -> tuple[str, ...]:
+    return tuple(item.strip() for item in (raw or "").split(",") if item.strip())
+
+
+def _tenants(env: dict[str, str]) -> dict[str, Tenant]:
+    raw = env.get("TRAINER_TENANTS", "").strip()
     if not raw:
-        return quotas
+        namespaces, roots = _csv(env.get("TRAINER_ALLOWED_NAMESPACES")), _csv(env.get("TRAINER_STORAGE_ROOTS"))
+        return {DEFAULT_TENANT: implicit_tenant(namespaces, roots)}
     try:
-        data: Any = json.loads(raw)
+        return parse_tenants(raw)
+    except TenantConfigError as exc:
+        raise SettingsError(str(exc)) from exc
+
+
+def _quotas(raw: str | None, tenants: dict[str, Tenant], *, builtin_default: bool = True) -> dict[str, Quota]:
+    """Namespace quotas: `TRAINER_QUOTAS`, then each tenant's own. The built-in `default` (64 GPUs, 20 jobs) exists
+    only for a deployment without tenants; with tenants an unlisted namespace admits nothing."""
+    quotas = {"default": Quota(gpus=64, jobs=20)} if builtin_default else {}
+    try:
+        data: Any = json.loads(raw) if raw else {}
         for namespace, limits in data.items():
             quotas[namespace] = Quota(gpus=int(limits["gpus"]), jobs=int(limits["jobs"]))
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         example = '{"default": {"gpus": 64, "jobs": 20}}'
         raise SettingsError(f"TRAINER_QUOTAS must be JSON like {example}: {exc}") from exc
+    for tenant in tenants.values():
+        quotas.update({ns: Quota(gpus=q.gpus, jobs=q.jobs) for ns, q in tenant.quotas.items()})
     return quotas
 
 

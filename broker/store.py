@@ -21,12 +21,13 @@ from typing import Any
 
 import redis
 
-from broker.errors import IllegalTransition, JobConflict, JobNotFound, StaleTransition, StoreError
+from broker.errors import IllegalTransition, JobConflict, JobNotFound, StaleTransition, StoreError, TooManyJobs
 from broker.jobs import TERMINAL, TRANSITIONS, JobRecord, JobStatus, now_iso
 from broker.keys import STATUS_ORDER, Keys
 from broker.store_scripts import CREATE, TRANSITION, UPDATE
 
-__all__ = ["Change", "IllegalTransition", "JobConflict", "JobNotFound", "JobStore", "StaleTransition", "StoreError"]
+__all__ = ["Change", "IllegalTransition", "JobConflict", "JobNotFound", "JobStore", "StaleTransition", "StoreError",
+           "TooManyJobs"]
 
 # --- time and cursors -----------------------------------------------------------------------------------------
 
@@ -59,7 +60,8 @@ def decode_cursor(cursor: str) -> str:
 
 #: Fields only the store writes; `update` and `transition(**fields)` refuse them.
 _PROTECTED = frozenset(
-    {"name", "spec", "spec_hash", "status", "created_at", "updated_at", "sort_key", "namespace", "framework", "run_id"}
+    {"name", "spec", "spec_hash", "status", "created_at", "updated_at", "sort_key", "namespace", "framework", "run_id",
+     "tenant"}
 )
 _TERMINAL_CSV = ",".join(sorted(TERMINAL))
 _STATUS_ORDER_CSV = ",".join(STATUS_ORDER)
@@ -109,11 +111,12 @@ class JobStore:
 
     # --- create and read ---------------------------------------------------------------------------------------
 
-    def create(self, record: JobRecord) -> tuple[JobRecord, bool]:
+    def create(self, record: JobRecord, max_jobs: int | None = None) -> tuple[JobRecord, bool]:
         """Store a new `queued` job, atomically. Returns `(record, True)` when created, `(existing, False)` when a
         job of that name exists with the same spec hash; raises `JobConflict(existing)` when its spec differs.
 
         Status, timestamps and spec hash of `record` are set here; the first event is `created` (→ queued).
+        Raises `TooManyJobs` when the record's tenant already holds `max_jobs` records.
         """
         epoch = time.time()
         now, now_ms = now_iso(epoch), _ms(epoch)
@@ -132,6 +135,7 @@ class JobStore:
             "namespace": record.namespace,
             "framework": record.framework,
             "run_id": record.run_id,
+            "tenant": record.owner,
         }
         event = {"at": now, "from": None, "to": "queued", "reason": "created", "attempt": record.attempt}
         k = self.keys
@@ -144,11 +148,15 @@ class JobStore:
             k.index("run_id", record.run_id),
             k.index("namespace", record.namespace),
             k.entered(JobStatus.QUEUED),
+            k.index("tenant", record.owner),
         ]
-        args: list[Any] = [record.spec_hash, sort_key, now_ms, json.dumps(event), record.name, *_flat(fields)]
+        cap = -1 if max_jobs is None else max_jobs
+        args: list[Any] = [record.spec_hash, sort_key, now_ms, json.dumps(event), record.name, cap, *_flat(fields)]
         outcome, raw = self._create(keys=keys, args=args)
         if outcome == "created":
-            return record, True
+            return dataclasses.replace(record, tenant=record.owner), True
+        if outcome == "full":
+            raise TooManyJobs(record.owner, cap)
         existing = JobRecord.from_redis(_pairs(raw))
         if outcome == "exists":
             return existing, False
@@ -259,7 +267,7 @@ class JobStore:
         ]
         if detail is not None:
             args += ["detail", str(detail)]
-        keys = [self.keys.job(change.name), self.keys.events(change.name), *self.keys.status_keys()]
+        keys = [self.keys.job(change.name), self.keys.events(change.name), *self.keys.status_keys(), self.keys.finished]
         return self._transition(keys=keys, args=args, client=client)
 
     @staticmethod
@@ -286,6 +294,7 @@ class JobStore:
         framework: str | None = None,
         run_id: str | None = None,
         namespace: str | None = None,
+        tenant: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> tuple[list[JobRecord], str | None]:
@@ -294,10 +303,10 @@ class JobStore:
         The most selective index given is scanned; other filters are checked on the records. Raises ValueError
         for a cursor this store did not hand out.
         """
-        given = {"status": status, "framework": framework, "run_id": run_id, "namespace": namespace}
+        given = {"status": status, "framework": framework, "run_id": run_id, "namespace": namespace, "tenant": tenant}
         wanted = {k: str(v) for k, v in given.items() if v is not None}
         limit = max(1, limit)
-        kind = next((k for k in ("status", "run_id", "namespace", "framework") if k in wanted), None)
+        kind = next((k for k in ("status", "run_id", "namespace", "tenant", "framework") if k in wanted), None)
         index = self.keys.index(kind, wanted[kind]) if kind else self.keys.index()
         start = "(" + decode_cursor(cursor) if cursor else "-"
         page: list[tuple[str, JobRecord]] = []
@@ -362,5 +371,5 @@ def _statuses(values: Iterable[JobStatus | str] | None) -> frozenset[JobStatus] 
 
 def _matches(record: JobRecord, wanted: dict[str, str]) -> bool:
     actual = {"status": record.status.value, "framework": record.framework, "run_id": record.run_id,
-              "namespace": record.namespace}
+              "namespace": record.namespace, "tenant": record.owner}
     return all(actual[key] == value for key, value in wanted.items())

@@ -6,23 +6,28 @@ each one separately. Every key a script touches comes in `KEYS` (`broker.keys`);
 """
 
 CREATE = """
--- KEYS: job, events, idx:all, idx:status:queued, idx:framework, idx:run_id, idx:namespace, entered:queued
--- ARGV: spec_hash, sort_key, now_ms, event_json, name, field, value, field, value, ...
+-- KEYS: job, events, idx:all, idx:status:queued, idx:framework, idx:run_id, idx:namespace, entered:queued,
+--       idx:tenant
+-- ARGV: spec_hash, sort_key, now_ms, event_json, name, max_jobs (-1 = no cap), field, value, field, value, ...
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local same = redis.call('HGET', KEYS[1], 'spec_hash') == ARGV[1]
   return {same and 'exists' or 'conflict', redis.call('HGETALL', KEYS[1])}
 end
+local cap = tonumber(ARGV[6])
+if cap >= 0 and redis.call('ZCARD', KEYS[9]) >= cap then return {'full', {}} end
 local fields = {}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 for i = 3, 7 do redis.call('ZADD', KEYS[i], 0, ARGV[2]) end
+redis.call('ZADD', KEYS[9], 0, ARGV[2])
 redis.call('ZADD', KEYS[8], tonumber(ARGV[3]), ARGV[5])
 redis.call('RPUSH', KEYS[2], ARGV[4])
 return {'created', {}}
 """
 
 TRANSITION = """
--- KEYS: job, events, then idx:status:<s> for each s of status_order, then entered:<s> for each s of status_order
+-- KEYS: job, events, then idx:status:<s> for each s of status_order, then entered:<s> for each s of status_order,
+--       then finished
 -- ARGV: name, to, now_iso, now_ms, reason, allowed_from_csv, expect_from_csv, expect_attempt, terminal_csv,
 --       status_order_csv, field, value, ...
 local job, name, to, now = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
@@ -46,7 +51,12 @@ if cur == 'waiting_quota' and to ~= 'waiting_quota' then set.queue_info = '' end
 if to == 'queued' or to == 'waiting_quota' then set.enqueued_at = now end
 if to == 'submitted' then set.submitted_at = now end
 if to == 'running' and (redis.call('HGET', job, 'started_at') or '') == '' then set.started_at = now end
-if has(ARGV[9], to) then set.finished_at = now end
+if has(ARGV[9], to) then
+  set.finished_at = now
+  redis.call('ZADD', KEYS[3 + 2 * n], tonumber(ARGV[4]), name)
+elseif has(ARGV[9], cur) then
+  redis.call('ZREM', KEYS[3 + 2 * n], name)
+end
 for i = 11, #ARGV, 2 do set[ARGV[i]] = ARGV[i + 1] end
 local flat = {}
 for k, v in pairs(set) do flat[#flat + 1] = k; flat[#flat + 1] = v end
@@ -67,4 +77,26 @@ UPDATE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[1], unpack(ARGV, 2))
 return {'ok', redis.call('HGETALL', KEYS[1])}
+"""
+
+PURGE = """
+-- KEYS: job, events, finished, idx:all, idx:status:<s>, idx:framework, idx:run_id, idx:namespace, idx:tenant,
+--       entered:<s>, recovery:due, sync:nudged
+-- ARGV: name, cutoff_ms, status (s), sort_key
+-- Removes one finished job whose retention ended: its record, events and every index entry. The caller read the
+-- record to name these keys; a job that moved since (retried, finished again) is left for a later cycle.
+local name = ARGV[1]
+local score = redis.call('ZSCORE', KEYS[3], name)
+if not score or tonumber(score) > tonumber(ARGV[2]) then return 0 end
+local f = redis.call('HMGET', KEYS[1], 'status', 'sort_key')
+if f[1] then
+  if f[1] ~= ARGV[3] or f[2] ~= ARGV[4] then return 0 end
+  for i = 4, 9 do redis.call('ZREM', KEYS[i], ARGV[4]) end
+  redis.call('ZREM', KEYS[10], name)
+end
+redis.call('ZREM', KEYS[3], name)
+redis.call('ZREM', KEYS[11], name)
+redis.call('HDEL', KEYS[12], name)
+redis.call('DEL', KEYS[1], KEYS[2])
+return 1
 """

@@ -2,7 +2,8 @@
 
 1. Re-read the record; do nothing when the job has moved on (already submitted, cancelled, a newer attempt).
 2. Quota admission (`broker.admission`); a job that does not fit waits in `waiting_quota`.
-3. For a retried attempt, delete the previous attempt's object if it is still there.
+3. For a retried attempt, delete the previous attempt's object if it is still there — only when its labels say it
+   is that attempt's (`broker.ownership`); a foreign object of that name fails the job and is left alone.
 4. Render (`broker.render`, pure) and create under the one retry loop (`broker.retry`). `AlreadyExists` for the
    object of this job and attempt (its labels say so) is success — a redelivered task or a create whose answer was
    lost never makes a duplicate; for anyone else's object it is a clear failure. Other 4xx fail at once with the
@@ -24,6 +25,7 @@ from broker.cancel import finish_cancel
 from broker.context import BrokerContext
 from broker.errors import IllegalTransition
 from broker.jobs import ON_CLUSTER, JobRecord, JobStatus, now_iso, object_name
+from broker.ownership import ForeignObject, delete_own
 from broker.render import attempt_selector, render_pytorchjob
 from broker.retry import GaveUp
 
@@ -73,6 +75,8 @@ def _create(ctx: BrokerContext, record: JobRecord) -> str:
         ctx.with_retries(lambda: create_own(ctx, job, record), f"create PyTorchJob {namespace}/{record.object_name()}")
     except GaveUp as exc:
         return _fail(ctx, record, f"could not create the PyTorchJob: {exc}", recovery.SUBMIT_GAVE_UP)
+    except ForeignObject as exc:
+        return _fail(ctx, record, str(exc), recovery.SUBMIT_REFUSED)
     except ClusterError as exc:
         return _fail(ctx, record, f"the cluster refused the PyTorchJob: {exc}", recovery.SUBMIT_REFUSED)
     return _record_submitted(ctx, record)
@@ -100,7 +104,7 @@ def create_own(ctx: BrokerContext, job: dict[str, Any], record: JobRecord) -> di
 
 def _delete_previous_attempt(ctx: BrokerContext, record: JobRecord) -> None:
     previous = object_name(record.name, record.attempt - 1)
-    if ctx.with_retries(lambda: ctx.backend.delete(record.namespace, previous), f"delete PyTorchJob {previous}"):
+    if delete_own(ctx, record.namespace, previous, record.name, record.attempt - 1):
         log.info("deleted the previous attempt's PyTorchJob %s/%s", record.namespace, previous)
 
 
@@ -124,7 +128,10 @@ def _record_submitted(ctx: BrokerContext, record: JobRecord) -> str:
         return f"skipped: job is already {current.status}"
     # The job moved on while we created its object (cancelled, failed before it was submitted, a newer attempt):
     # nothing will ever track that object, so it must go.
-    ctx.with_retries(lambda: ctx.backend.delete(record.namespace, obj), f"delete PyTorchJob {obj}")
+    try:
+        delete_own(ctx, record.namespace, obj, record.name, record.attempt)
+    except ForeignObject as exc:
+        log.warning("%s", exc)
     if current is not None and current.status == S.CANCELLING and current.attempt == record.attempt:
         finish_cancel(ctx, current, already_deleted=True)
         return "cancelled"

@@ -37,6 +37,7 @@ from broker.jobs import ON_CLUSTER, TERMINAL, JobRecord, JobStatus, parse_iso
 from broker.keys import member, parse_member
 from broker.names import CANCEL_TASK, SUBMIT_TASK
 from broker.render import MANAGED_SELECTOR
+from broker.retention import purge_expired
 from broker.store import Change
 
 S = JobStatus
@@ -56,6 +57,7 @@ class SyncReport:
     requeued: list[str] = dataclasses.field(default_factory=list)
     recovering: list[str] = dataclasses.field(default_factory=list)
     skipped: bool = False
+    expired: int = 0
 
 
 def map_status(obj: dict[str, Any]) -> tuple[JobStatus, str] | None:
@@ -95,6 +97,7 @@ def sync_jobs(ctx: BrokerContext) -> SyncReport:
         report.requeued += recovery.start_due(ctx)
         admit_waiting(ctx, report)
         requeue_stuck(ctx, report)
+        report.expired = purge_expired(ctx.store, ctx.settings.job_retention_s)
         return report
     finally:
         try:

@@ -78,7 +78,28 @@ if [[ "$PUSH" -eq 1 ]]; then
   run "$DOCKER" push "$TRAINER_IMAGE"
 fi
 
+# Refuse to apply a Secret that is missing, has an empty value, or holds a value shipped as a demo anywhere.
+check_secret() {
+  local file="$ROOT/k8s/secret.env" name value
+  [[ -s "$file" ]] || { echo "refusing to deploy: $file is missing; create it (see docs/DEPLOYMENT.md)" >&2; exit 3; }
+  for name in TRAINER_API_TOKEN FLOWER_BASIC_AUTH REDIS_PASSWORD; do
+    value="$(sed -n "s/^${name}=//p" "$file" | tail -n 1)"
+    if [[ -z "$value" ]]; then
+      echo "refusing to deploy: $name is missing or empty in $file" >&2; exit 3
+    fi
+    case "$value" in
+      *trainer-demo-token*|*flower-demo-password*|*redis-demo-password*|*replace-me*|*changeme*|*change-me*)
+        echo "refusing to deploy: $name in $file holds a known demo value; set a random secret" >&2; exit 3 ;;
+    esac
+  done
+}
+
 if [[ "$APPLY" -eq 1 ]]; then
+  if [[ "$DRY_RUN" -eq 1 ]]; then
+    ( check_secret ) || echo "dry run: a real deploy would refuse this Secret" >&2
+  else
+    check_secret
+  fi
   OVERLAY="$(mktemp -d "${TMPDIR:-/tmp}/training-broker-deploy.XXXXXX")"
   trap 'rm -rf "$OVERLAY"' EXIT
   cat >"$OVERLAY/kustomization.yaml" <<YAML

@@ -173,6 +173,8 @@ class Demo:
             "TOKENIZERS_PARALLELISM": "false",
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
+            # Local replicas inherit only what is named here: the demo's S3 (moto) endpoint and its demo keys.
+            "TRAINER_LOCAL_REPLICA_ENV": "AWS_ENDPOINT_URL,AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY,AWS_DEFAULT_REGION",
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         } | self.storage.env()
 
@@ -371,6 +373,8 @@ class Demo:
         allowed = requests.get(f"{self.flower_url}/", auth=(user, password), timeout=10).status_code
         say(f"Flower: {self.flower_url}  user {user!r} password {password!r} (without them: HTTP {denied}; "
             f"with them: HTTP {allowed})")
+        say(f"Jobs dashboard: {self.api_url}/ui/  (sign in with the API token {self.token!r}; the jobs' curves are "
+            "on their pages)")
 
     def stop_local_jobs(self) -> None:
         backend = LocalBackend(self.dir / "jobs", terminate_grace_s=5)

@@ -5,6 +5,7 @@
     trainctl list                 GET /train (--status, --framework, --run-id, --namespace, --limit)
     trainctl events NAME          GET /train/NAME/events
     trainctl logs NAME            GET /train/NAME/logs (--tail)
+    trainctl metrics NAME         GET /train/NAME/metrics: sparklines and a table (--points, --json)
     trainctl cancel NAME          POST /train/NAME/cancel
     trainctl retry NAME           POST /train/NAME/retry
     trainctl wait NAME            polls status and /progress until the job ends (a progress bar in a terminal)
@@ -26,6 +27,7 @@ from typing import Any, TextIO
 
 from trainctl.client import ApiUnreachable, Client, TrainerError, WaitTimeout
 from trainctl.display import display_for
+from trainctl.metrics import render as render_metrics
 from trainctl.sched import show_dry_run, show_queue
 
 EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
@@ -121,6 +123,15 @@ def cmd_logs(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_metrics(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    body = client.metrics(args.name, max_points=args.points)
+    if args.json:
+        print(json.dumps(body, indent=2), file=out)
+    else:
+        render_metrics(body, out)
+    return 0
+
+
 def cmd_cancel(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     print(job_line(client.cancel(args.name)), file=out)
     return 0
@@ -172,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int)
     command("events", cmd_events, "a job's status history")
     command("logs", cmd_logs, "the trainer's log").add_argument("--tail", type=int, help="last N lines per file")
+    metrics = command("metrics", cmd_metrics, "the run's loss, eval loss, lr and tokens/s by step")
+    metrics.add_argument("--points", type=int, default=20, help="at most this many points (default 20)")
+    metrics.add_argument("--json", action="store_true")
     command("cancel", cmd_cancel, "cancel a job")
     command("retry", cmd_retry, "retry a failed or cancelled job from its latest checkpoint")
     waiting(command("wait", cmd_wait, "wait for a job to end, showing its progress"))

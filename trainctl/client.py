@@ -228,6 +228,11 @@ class Client:
         body: Queue = self._get("/queue", namespace=namespace)
         return body
 
+    def metrics(self, name: str, max_points: int | None = None) -> dict[str, Any]:
+        """`GET /train/NAME/metrics`: the run's series, at most `max_points` points."""
+        body: dict[str, Any] = self._get(f"/train/{name}/metrics", max_points=max_points)
+        return body
+
     def logs(self, name: str, tail: int | None = None) -> builtins.list[dict[str, str]]:
         """The trainer's log files, `{file, text}` each, the last `tail` lines of each."""
         return builtins.list(self._get(f"/train/{name}/logs", tail=tail)["logs"])

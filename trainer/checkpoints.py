@@ -11,9 +11,12 @@ manifests after it (`step-*.json` keys sort by step); it never lists every check
 
 Uploads run in one background thread beside training: `save()` returns once the previous upload has finished (at
 most one in flight) and the new one has started. The files handed to `save()` must stay unchanged until that upload
-ends (i.e. until the next `save()`, `wait()` or `close()` returns). Only the ranks that own data call `save()`:
-rank 0 normally, or each rank for its own shard in sharded formats (then give each rank distinct file names and
-have one rank write the manifest — see `save(..., write_manifest=False)`).
+ends (i.e. until the next `save()`, `wait()` or `close()` returns). Only rank 0 calls `save()`.
+
+Sharded checkpoints (every rank writes its own files) go through `save_shard()` on EVERY rank: each rank uploads its
+own files (so every node uploads in parallel), then reports them done with a small `<name>/_ranks/rank-XXXXX.json`
+listing their sizes; rank 0, once every rank has reported, writes the manifest listing every rank's files. A rank
+that dies before reporting leaves no manifest, so that checkpoint is never resumed from.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from trainer.storage import ObjectNotFound, Storage, read_json, write_json
 log = logging.getLogger(__name__)
 
 POINTER = "latest.json"
+RANKS_DIR = "_ranks"  # inside a sharded checkpoint: one "this rank's upload is done" report per rank
+REPORT_TIMEOUT_S = 3600.0  # how long rank 0 waits for the other ranks' reports before failing the save
 _MANIFEST_RE = re.compile(r"step-(\d+)\.json$")
 
 
@@ -87,13 +92,15 @@ class CheckpointManager:
     """
 
     def __init__(self, storage: Storage, checkpoints_uri: str, keep: int | None = None,
-                 before_manifest: Callable[[int], None] | None = None) -> None:
+                 before_manifest: Callable[[int], None] | None = None,
+                 report_timeout_s: float = REPORT_TIMEOUT_S) -> None:
         if keep is not None and keep < 1:
             raise ValueError("keep must be >= 1")
         self.storage = storage
         self.uri = checkpoints_uri.rstrip("/")
         self.keep = keep
         self.before_manifest = before_manifest
+        self.report_timeout_s = report_timeout_s
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.saves = 0
@@ -109,15 +116,35 @@ class CheckpointManager:
         name), one file (to `<name>`, defaulting to its file name), or a mapping of relative path -> local file.
         Waits for the previous upload first; re-raises its error if it failed. `blocking=True` waits for this one too.
         """
-        blocked = time.monotonic()
-        self.wait()
-        self.blocked_seconds += time.monotonic() - blocked
-        self.saves += 1
+        self.wait_previous()
         files = _collect(source, name)
         ckpt_name = name or (source.name if isinstance(source, Path) else _common_root(files))
         meta = dict(metadata or {})
-        self._thread = threading.Thread(target=self._upload_guarded, name=f"checkpoint-upload-{step}", daemon=True,
-                                        args=(step, ckpt_name, files, meta, write_manifest))
+        self._start(step, lambda: self._upload(step, ckpt_name, files, meta, write_manifest), blocking)
+
+    def save_shard(self, step: int, name: str, collect: Callable[[], Mapping[str, Path]], *, rank: int,
+                   world_size: int, metadata: Mapping[str, Any] | None = None, blocking: bool = False) -> None:
+        """This rank's part of sharded checkpoint `name` (call on every rank, in the same order of steps).
+
+        In the background: `collect()` names this rank's files (path relative to the checkpoint folder -> local
+        file; it may first wait for an asynchronous write), they are uploaded under `<name>/`, and the rank reports
+        them done in `<name>/_ranks/rank-XXXXX.json`. Rank 0 then waits for the reports of all `world_size` ranks
+        and writes the manifest listing every file, the reports included.
+        """
+        self.wait_previous()
+        meta = dict(metadata or {}, world_size=world_size)
+        self._start(step, lambda: self._upload_shard(step, name, collect, rank, world_size, meta), blocking)
+
+    def wait_previous(self) -> None:
+        """Wait for the upload in flight, counted as training time lost to checkpointing (call before a save)."""
+        blocked = time.monotonic()
+        self.wait()
+        self.blocked_seconds += time.monotonic() - blocked
+
+    def _start(self, step: int, work: Callable[[], None], blocking: bool) -> None:
+        self.saves += 1
+        self._thread = threading.Thread(target=self._guarded, name=f"checkpoint-upload-{step}", daemon=True,
+                                        args=(step, work))
         self._thread.start()
         if blocking:
             self.wait()
@@ -140,16 +167,20 @@ class CheckpointManager:
                      "uploads, %.2fs at the final flush", self.saves, self.upload_seconds, self.blocked_seconds,
                      time.monotonic() - blocked)
 
-    def _upload_guarded(self, step: int, name: str, files: dict[str, Path], meta: dict[str, Any],
-                        write_manifest: bool) -> None:
+    def _guarded(self, step: int, work: Callable[[], None]) -> None:
         try:
-            self._upload(step, name, files, meta, write_manifest)
+            work()
         except BaseException as exc:  # handed to the training thread by wait()
             log.exception("checkpoint step %d upload failed", step)
             self._error = exc
 
     def _upload(self, step: int, name: str, files: dict[str, Path], meta: dict[str, Any],
                 write_manifest: bool) -> None:
+        sizes = self._put_files(step, name, files)
+        if write_manifest:
+            self.write_manifest(step, name, sizes, meta)
+
+    def _put_files(self, step: int, name: str, files: Mapping[str, Path]) -> dict[str, int]:
         started = time.monotonic()
         sizes = {}
         for rel, local in sorted(files.items()):
@@ -159,8 +190,36 @@ class CheckpointManager:
         self.upload_seconds += elapsed
         log.info("checkpoint step %d uploaded: %d files, %.1f MiB in %.2fs -> %s", step, len(sizes),
                  sum(sizes.values()) / 2**20, elapsed, self._join(name))
-        if write_manifest:
-            self.write_manifest(step, name, sizes, meta)
+        return sizes
+
+    def _upload_shard(self, step: int, name: str, collect: Callable[[], Mapping[str, Path]], rank: int,
+                      world_size: int, meta: dict[str, Any]) -> None:
+        files = {f"{name}/{rel.strip('/')}": Path(local) for rel, local in collect().items()}
+        sizes = self._put_files(step, name, files)
+        write_json(self.storage, self._join(_report_name(name, rank)), {"rank": rank, "files": sizes})
+        if rank == 0:
+            self.write_manifest(step, name, self._gather_reports(step, name, world_size), meta)
+
+    def _gather_reports(self, step: int, name: str, world_size: int) -> dict[str, int]:
+        """Every rank's files (and the reports themselves) once all `world_size` ranks reported; polls storage."""
+        deadline = time.monotonic() + self.report_timeout_s
+        files: dict[str, int] = {}
+        pending = list(range(world_size))
+        delay = 0.05
+        while pending:
+            uri = self._join(_report_name(name, pending[0]))
+            try:
+                report = read_json(self.storage, uri)
+            except ObjectNotFound:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"checkpoint step {step}: rank {pending[0]} did not report its upload within "
+                                       f"{self.report_timeout_s:.0f}s; no manifest written") from None
+                time.sleep(delay)
+                delay = min(1.0, delay * 2)
+                continue
+            files.update({str(k): int(v) for k, v in report["files"].items()})
+            files[_report_name(name, pending.pop(0))] = self.storage.size(uri) or 0
+        return files
 
     def write_manifest(self, step: int, name: str, files: Mapping[str, int],
                        metadata: Mapping[str, Any] | None = None) -> None:
@@ -263,6 +322,10 @@ class CheckpointManager:
 
     def _join(self, rel: str) -> str:
         return join_uri(self.uri, rel)
+
+
+def _report_name(name: str, rank: int) -> str:
+    return f"{name}/{RANKS_DIR}/rank-{rank:05d}.json"
 
 
 def _collect(source: Path | Mapping[str, Path], name: str | None) -> dict[str, Path]:

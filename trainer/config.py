@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 FRAMEWORKS = ("hf", "nemo", "meta")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SHARDINGS = ("auto", "fsdp", "ddp", "none")
 
 # (flag dest, environment variable) for the settings the PyTorchJob passes both ways.
 _ENV_FALLBACKS = {
@@ -48,6 +50,9 @@ class TrainingParams:
 
     `max_steps` (when > 0) wins over `num_epochs`. `eval_steps=None` evaluates at every `save_steps`; 0 disables
     evaluation. `precision="auto"` means bf16 (or fp16) on GPU and fp32 on CPU. `keep_checkpoints=None` keeps all.
+    `sharding`: `auto` (FSDP when the run has more than one process), `fsdp`, `ddp` or `none` (one process).
+    `activation_checkpointing` recomputes each block's activations in backward; `compile` runs `torch.compile` on
+    each block (meta runner); `async_save` writes and uploads checkpoints beside training after a staging copy.
     """
 
     max_steps: int = -1
@@ -67,6 +72,10 @@ class TrainingParams:
     keep_checkpoints: int | None = None
     seed: int = 42
     max_grad_norm: float = 1.0
+    sharding: str = "auto"
+    activation_checkpointing: bool = False
+    compile: bool = False
+    async_save: bool = True
 
 
 @dataclass(frozen=True)
@@ -118,8 +127,12 @@ def parse_config(argv: Sequence[str] | None, environ: Mapping[str, str]) -> RunC
     """Parse flags (falling back to `environ`) into a `RunConfig`.
 
     Raises `ConfigError` with one line naming every missing or invalid setting. `--help` exits 0 through argparse.
+    Everything after a `--` is an extra arg (`--key=value` or `--key value`), never one of the fixed flags.
     """
-    args, unknown = build_parser().parse_known_args(list(argv) if argv is not None else None)
+    tokens = list(sys.argv[1:] if argv is None else argv)
+    own, extra_tokens = split_options(tokens)
+    args, unknown = build_parser().parse_known_args(own)
+    unknown = [*unknown, *extra_tokens]
     errors: list[str] = []
     values = {dest: getattr(args, dest) or environ.get(env, "") for dest, env in _ENV_FALLBACKS.items()}
     missing = [f"--{d.replace('_', '-')} ({_ENV_FALLBACKS[d]})" for d in _REQUIRED if not values[d]]
@@ -132,9 +145,11 @@ def parse_config(argv: Sequence[str] | None, environ: Mapping[str, str]) -> RunC
     training, leftovers = _training_params(extra, errors)
     if errors:
         raise ConfigError("; ".join(errors))
-    prefix = values["checkpoint_prefix"] or join_uri(
-        values["checkpoint_base_uri"], values["run_id"], f"framework={values['framework']}"
-    )
+    own_prefix = join_uri(values["checkpoint_base_uri"], values["run_id"], f"framework={values['framework']}")
+    prefix = values["checkpoint_prefix"] or own_prefix
+    errors.extend(_contained(values, own_prefix, prefix))
+    if errors:
+        raise ConfigError("; ".join(errors))
     return RunConfig(
         framework=values["framework"],
         run_id=values["run_id"],
@@ -150,6 +165,49 @@ def parse_config(argv: Sequence[str] | None, environ: Mapping[str, str]) -> RunC
         training=training,
         extra=leftovers,
     )
+
+
+END_OF_OPTIONS = "--"
+#: Keys an extra arg may never take: they name the run's own settings, which come only from the fixed flags.
+_FIXED_KEYS = frozenset({*_ENV_FALLBACKS, "resume", "help"})
+
+
+def split_options(tokens: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(the trainer's own options, the extra args after the first `--`)."""
+    if END_OF_OPTIONS in tokens:
+        at = list(tokens).index(END_OF_OPTIONS)
+        return list(tokens[:at]), list(tokens[at + 1 :])
+    return list(tokens), []
+
+
+def _has_dot_segment(uri: str) -> bool:
+    path = uri.split("://", 1)[-1]
+    return any(part in (".", "..") for part in path.split("/"))
+
+
+def _within(uri: str, root: str) -> bool:
+    uri, root = uri.rstrip("/"), root.rstrip("/")
+    return uri == root or uri.startswith(root + "/")
+
+
+def _contained(values: Mapping[str, str], own_prefix: str, prefix: str) -> list[str]:
+    """The run writes only under its own prefix, and its scratch space is an absolute path without `..`."""
+    errors = []
+    run_id = values["run_id"]
+    if run_id in (".", "..") or "/" in run_id or "\\" in run_id:
+        errors.append(f"run_id must not be '.', '..' or hold a path separator (got {run_id!r})")
+    for key in ("checkpoint_base_uri", "checkpoint_prefix", "logs_uri", "config_uri", "dataset_uri"):
+        if values[key] and _has_dot_segment(values[key]):
+            errors.append(f"{key} must not hold '.' or '..' segments (got {values[key]!r})")
+    if not _within(prefix, own_prefix):
+        errors.append(f"checkpoint_prefix {prefix!r} is outside the run's own prefix {own_prefix!r}")
+    for key in ("logs_uri", "config_uri"):
+        if values[key] and not _within(values[key], prefix):
+            errors.append(f"{key} {values[key]!r} is outside the run's prefix {prefix!r}")
+    work_dir = values["work_dir"]
+    if work_dir and (not work_dir.startswith("/") or _has_dot_segment(work_dir)):
+        errors.append(f"work_dir must be an absolute path without '..' (got {work_dir!r})")
+    return errors
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,6 +247,9 @@ def _merge_extra(raw_json: str, unknown: Sequence[str], errors: list[str]) -> di
             loaded = {}
         extra.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
     for key, value in _parse_extra_flags(unknown, errors).items():
+        if key in _FIXED_KEYS:
+            errors.append(f"extra arg {key!r} names one of the run's own settings; it cannot be overridden")
+            continue
         # The renderer passes scalars both ways; keep the JSON's typed value when the flag only repeats it.
         if not (key in extra and _render(extra[key]) == value):
             extra[key] = value
@@ -248,6 +309,13 @@ def _coerce(value: Any, type_name: str) -> Any:
         if "None" in type_name:
             return None
         raise ValueError("null")
+    if type_name == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE - {""} or text in _FALSE - {""}:
+            return text in _TRUE
+        raise ValueError("not a boolean")
     if type_name.startswith("int"):
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError("not an integer")
@@ -260,6 +328,8 @@ def _coerce(value: Any, type_name: str) -> Any:
 
 
 def _describe(type_name: str) -> str:
+    if type_name == "bool":
+        return "true or false"
     base = "an integer" if type_name.startswith("int") else "a number" if type_name.startswith("float") else "a string"
     return base + (" or null" if "None" in type_name else "")
 
@@ -282,6 +352,8 @@ def _validate(p: TrainingParams) -> list[str]:
         errors.append(f"lr must be > 0 (got {p.lr})")
     if p.precision not in PRECISIONS:
         errors.append(f"precision must be one of {', '.join(PRECISIONS)} (got {p.precision!r})")
+    if p.sharding not in SHARDINGS:
+        errors.append(f"sharding must be one of {', '.join(SHARDINGS)} (got {p.sharding!r})")
     if p.keep_checkpoints is not None and p.keep_checkpoints < 1:
         errors.append("keep_checkpoints must be >= 1 (the newest complete checkpoint is always kept)")
     if not p.dataset_text_field:

@@ -24,7 +24,8 @@ def make_backend(settings: BrokerSettings) -> ClusterBackend:
             from broker.backends.local import LocalBackend
         except ImportError as exc:
             raise ClusterError(f"the local backend is not available ({exc}); set TRAINER_CLUSTER_BACKEND") from exc
-        return LocalBackend(settings.local_workdir, terminate_grace_s=settings.local_terminate_grace_s)
+        return LocalBackend(settings.local_workdir, terminate_grace_s=settings.local_terminate_grace_s,
+                            pass_env=settings.local_replica_env)
     raise ClusterError(f"unknown TRAINER_CLUSTER_BACKEND {settings.cluster_backend!r}: use kubernetes or local")
 
 

@@ -25,8 +25,9 @@ class ClusterBackend(Protocol):
         """Every object in the namespace matching the selector (all pages)."""
         ...
 
-    def delete(self, namespace: str, name: str) -> bool:
-        """Delete with background propagation. False when it was already gone (404 is not an error)."""
+    def delete(self, namespace: str, name: str, uid: str | None = None) -> bool:
+        """Delete with background propagation. False when it was already gone (404 is not an error). With `uid`,
+        only the object of that uid (another object that took the name is refused with Conflict)."""
         ...
 
     def validate(self, job: PyTorchJob) -> PyTorchJob:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -31,6 +32,7 @@ GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
 GPU_QUOTA_KEYS = ("requests.nvidia.com/gpu", "nvidia.com/gpu")
 
 JobList = list[PyTorchJob]
+log = logging.getLogger(__name__)
 
 
 class Expired(errors.PermanentClusterError):
@@ -124,11 +126,15 @@ class KubernetesBackend:
             if not token:
                 return items
 
-    def delete(self, namespace: str, name: str) -> bool:
+    def delete(self, namespace: str, name: str, uid: str | None = None) -> bool:
+        """Delete with background propagation; with `uid`, only that object (the API server checks the
+        precondition and answers 409 for another object of the same name)."""
+        body = client.V1DeleteOptions(propagation_policy="Background",
+                                      preconditions=client.V1Preconditions(uid=uid) if uid else None)
         try:
             with translated(f"delete PyTorchJob {namespace}/{name}"):
                 self.custom.delete_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, name, propagation_policy="Background",
+                    GROUP, VERSION, namespace, PLURAL, name, propagation_policy="Background", body=body,
                     _request_timeout=self.timeout,
                 )
         except errors.NotFound:
@@ -165,9 +171,12 @@ def translated(action: str) -> Iterator[None]:
     except ApiException as exc:
         raise from_api_exception(exc, action) from exc
     except urllib3.exceptions.TimeoutError as exc:
-        raise errors.Unreachable(f"{action}: timed out ({exc})") from exc
+        log.warning("%s: timed out: %s", action, exc)
+        raise errors.Unreachable(f"{action}: timed out") from exc
     except (urllib3.exceptions.HTTPError, ConnectionError, OSError) as exc:
-        raise errors.Unreachable(f"{action}: no answer from the API server ({exc})") from exc
+        # The client's message names the API server's address: logged, never put in a job's detail.
+        log.warning("%s: no answer from the API server: %s", action, exc)
+        raise errors.Unreachable(f"{action}: no answer from the API server") from exc
 
 
 def from_api_exception(exc: ApiException, action: str) -> errors.ClusterError:

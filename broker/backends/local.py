@@ -3,12 +3,14 @@
 What the Training Operator would do on a cluster, done on this machine:
 
 - Every replica (Master 0, Worker i → node rank i + 1) runs the `pytorch` container's `command` + `args` as an argv
-  list (never a shell), with Kubernetes' `$(VAR)` expansion, in its own session and process group. The image, the
+  list (never a shell), with Kubernetes' `$(VAR)` expansion against the container's own `env` and the operator's
+  variables only (never this process's environment), in its own session and process group. The image, the
   resources and the restart policy are ignored: a failed replica fails the job (no restarts).
-- Env = this process's environment (minus the service's own secrets) + the container's `env` + what the operator
-  injects: `MASTER_ADDR`/`PET_MASTER_ADDR` = 127.0.0.1, `MASTER_PORT`/`PET_MASTER_PORT` = a free port per job,
-  `PET_NNODES`, `PET_NPROC_PER_NODE` (= `spec.nprocPerNode`), `PET_NODE_RANK` and `RANK` per replica, `WORLD_SIZE`,
-  `PYTHONUNBUFFERED=1`.
+- Env = a minimal environment (`broker.launch_policy.replica_base_env`: PATH, HOME, locale, PYTHONPATH, HF offline
+  settings and the names in `TRAINER_LOCAL_REPLICA_ENV`; never the service's secrets) + the container's `env` +
+  what the operator injects: `MASTER_ADDR`/`PET_MASTER_ADDR` = 127.0.0.1, `MASTER_PORT`/`PET_MASTER_PORT` = a
+  free port per job, `PET_NNODES`, `PET_NPROC_PER_NODE` (= `spec.nprocPerNode`), `PET_NODE_RANK` and `RANK` per
+  replica, `WORLD_SIZE`, `PYTHONUNBUFFERED=1`.
 - The container's `torchrun` becomes `<this python> -m torch.distributed.run`, `python`/`python3` this interpreter,
   and a `train.py` argument that is not an existing file becomes the installed `trainer/train.py` — the image's
   entrypoint, found without importing the trainer.
@@ -48,14 +50,13 @@ from typing import Any
 
 from broker.backends import local_procs as procs
 from broker.backends.base import PyTorchJob
-from broker.backends.errors import AlreadyExists, ClusterError, Invalid
+from broker.backends.errors import AlreadyExists, ClusterError, Conflict, Invalid
 from broker.backends.local_files import DELETED_DIR, OBJECT_FILE, STATE_FILE, job_dir, log_files
 from broker.backends.local_files import read_json as _read_json
 from broker.backends.local_files import write_json as _write_json
 from broker.backends.local_status import FAILED, RUNNING, SUCCEEDED, Outcome, ReplicaState, decide_outcome, job_status
+from broker.launch_policy import replica_base_env
 
-#: Variables of the service's own environment that replicas never inherit.
-PRIVATE_ENV = frozenset({"TRAINER_API_TOKEN", "REDIS_URL", "FLOWER_BASIC_AUTH", "CELERY_BROKER_URL"})
 #: (replica type, index, node rank, container) per replica, Master first.
 Plan = list[tuple[str, int, int, dict[str, Any]]]
 Argv = list[str]
@@ -194,11 +195,11 @@ class LocalBackend:
         terminate_grace_s: float = 10.0,
         base_env: dict[str, str] | None = None,
         python: str | None = None,
+        pass_env: tuple[str, ...] = (),
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.terminate_grace_s = terminate_grace_s
-        inherited = os.environ if base_env is None else base_env
-        self.base_env = {k: v for k, v in inherited.items() if k not in PRIVATE_ENV}
+        self.base_env = replica_base_env(os.environ if base_env is None else base_env, pass_env)
         self.python = python or sys.executable
 
     # --- paths ---
@@ -270,11 +271,13 @@ class LocalBackend:
                 out.append(self._with_status(directory, stored))
         return out
 
-    def delete(self, namespace: str, name: str) -> bool:
+    def delete(self, namespace: str, name: str, uid: str | None = None) -> bool:
         directory = self.job_dir(namespace, name)
         stored = _read_json(directory / OBJECT_FILE)
         if stored is None:
             return False
+        if uid is not None and stored["metadata"].get("uid") != uid:
+            raise Conflict(f"precondition failed: {namespace}/{name} is not the object of uid {uid}", status=409)
         state = _read_json(directory / STATE_FILE) or {}
         self._terminate(directory, state, only_running=False)
         graveyard = self.workdir / namespace / DELETED_DIR
@@ -294,8 +297,9 @@ class LocalBackend:
         port = free_port()
         state: dict[str, Any] = {"master_port": port, "expected": len(plan), "replicas": [], "outcome": None}
         for rtype, index, rank, container in plan:
-            env = {**self.base_env, **_container_env(container), **_operator_env(stored, rank, len(plan), port)}
-            argv = [expand_vars(a, env) for a in [*container.get("command", []), *container.get("args", [])]]
+            own = {**_container_env(container), **_operator_env(stored, rank, len(plan), port)}
+            env = {**self.base_env, **own}
+            argv = [expand_vars(a, own) for a in [*container.get("command", []), *container.get("args", [])]]
             base = f"{rtype.lower()}-{index}"
             state["replicas"].append(self._spawn(directory, base, resolve_argv(argv, self.python), env, rtype, index))
             _write_json(directory / STATE_FILE, state)

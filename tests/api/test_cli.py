@@ -161,3 +161,24 @@ def test_the_installed_console_script_talks_to_the_api(live_api: LiveApi) -> Non
     result = subprocess.run([str(trainctl), "status", "ghost"], capture_output=True, text=True, timeout=60,
                             check=False)
     assert result.returncode == 1 and "404 not_found" in result.stderr
+
+
+def test_metrics_draws_sparklines_and_a_table_of_the_series(live_api: LiveApi, request_file: Path) -> None:
+    name = submitted_name(run("submit", str(request_file))[1])
+    job = json.loads(run("status", name, "--json")[1])
+    logs = Path(job["checkpoint_prefix"]) / "logs"
+    logs.mkdir(parents=True)
+    rows = [{"step": s, "loss": 10.0 - s, "lr": 0.001, "tokens_per_s": 5000.0, "kind": "train"} for s in range(1, 9)]
+    rows.append({"step": 8, "eval_loss": 2.5, "kind": "eval"})
+    (logs / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, out = run("metrics", name, "--points", "4")
+    lines = out.splitlines()
+    assert code == 0, out
+    assert lines[0] == f"{name}  queued  attempt 1  4 of 8 points (averaged)"
+    assert lines[1] == "loss         █▆▃▁  8.5 → 2.5"  # bucket means 8.5, 6.5, 4.5, 2.5 on 8 levels
+    assert lines[2] == "eval_loss    ▁  2.5 → 2.5"
+    assert lines[5].split() == ["step", "loss", "eval_loss", "lr", "tokens/s"]
+    assert lines[6].split() == ["2", "8.5", "-", "0.001", "5,000"]
+    assert lines[9].split() == ["8", "2.5", "2.5", "0.001", "5,000"]
+    assert json.loads(run("metrics", name, "--json")[1])["total_points"] == 8
+    assert run("metrics", "ghost")[0] == 1

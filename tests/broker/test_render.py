@@ -58,7 +58,7 @@ def test_the_argv_is_the_trainer_contract_and_no_shell() -> None:
         "--checkpoint-prefix", "s3://runs/base/run-1/framework=hf", "--dataset-uri", "s3://data/train.jsonl",
         "--logs-uri", "s3://runs/base/run-1/framework=hf/logs",
         "--config-uri", "s3://runs/base/run-1/framework=hf/config", "--model-id", "tiny-gpt2",
-        "--bf16", "true", "--lr", "0.001", "--max_steps", "20",
+        "--", "--bf16=true", "--lr=0.001", "--max_steps=20",
     ]
     assert not any(word in ("sh", "bash", "-c") for word in argv)
 
@@ -158,7 +158,7 @@ def test_the_whole_one_node_object() -> None:
                     "--checkpoint-prefix", "s3://runs/base/run-1/framework=hf",
                     "--dataset-uri", "s3://data/train.jsonl", "--logs-uri", "s3://runs/base/run-1/framework=hf/logs",
                     "--config-uri", "s3://runs/base/run-1/framework=hf/config", "--model-id", "tiny-gpt2",
-                    "--max_steps", "5"],
+                    "--", "--max_steps=5"],
         "env": [{"name": k, "value": v} for k, v in {
             "FRAMEWORK": "hf", "RUN_ID": "run-1", "MODEL_ID": "tiny-gpt2", "NUM_NODES": "1", "GPUS_PER_NODE": "1",
             "CHECKPOINT_BASE_URI": "s3://runs/base", "CHECKPOINT_PREFIX": "s3://runs/base/run-1/framework=hf",
@@ -168,6 +168,8 @@ def test_the_whole_one_node_object() -> None:
         "resources": {"requests": {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": "1"},
                       "limits": {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": "1"}},
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "privileged": False,
+                            "runAsNonRoot": True},
     }
     labels = {"training-broker.io/job": "hf-run-1", "training-broker.io/attempt": "1",
               "app.kubernetes.io/managed-by": "training-broker", "training-broker.io/run-id": "run-1",
@@ -186,6 +188,8 @@ def test_the_whole_one_node_object() -> None:
             "pytorchReplicaSpecs": {"Master": {
                 "replicas": 1, "restartPolicy": "OnFailure",
                 "template": {"metadata": {"labels": labels}, "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}, "runAsNonRoot": True},
                     "containers": [container], "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]}},
             }},
         },

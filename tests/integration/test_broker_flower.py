@@ -33,7 +33,7 @@ def test_flower_refuses_to_start_without_credentials(redis_server: RedisServer, 
 
 
 def test_flower_with_credentials_asks_for_them(redis_server: RedisServer, tmp_path: Path) -> None:
-    env = worker_env(redis_server.url(9), tmp_path / "kubeconfig", FLOWER_BASIC_AUTH="ops:s3cret")
+    env = worker_env(redis_server.url(9), tmp_path / "kubeconfig", FLOWER_BASIC_AUTH="ops:s3cret-long-enough")
     port = free_port()
     proc = flower(env, port)
     try:
@@ -48,7 +48,7 @@ def test_flower_with_credentials_asks_for_them(redis_server: RedisServer, tmp_pa
                 assert time.monotonic() < deadline, "flower did not start"
                 time.sleep(0.2)
         assert anonymous.status_code == 401
-        assert requests.get(url, auth=("ops", "s3cret"), timeout=5).status_code == 200
+        assert requests.get(url, auth=("ops", "s3cret-long-enough"), timeout=5).status_code == 200
     finally:
         proc.terminate()
         proc.wait(20)

@@ -27,8 +27,6 @@ SECTIONS = (
 EXTRA_ROWS = {
     "KUBERNETES_SERVICE_HOST": ("(set by Kubernetes)", "its presence means in-cluster: the backend defaults to "
                                 "`kubernetes`."),
-    "KUBECONFIG": ("`~/.kube/config`", "kubeconfig of the `kubernetes` backend outside a cluster; when the file "
-                   "exists the backend defaults to `kubernetes`."),
 }
 DISPLAY_DEFAULTS = {
     "TRAINER_CLUSTER_BACKEND": "`kubernetes` in a cluster or with a kubeconfig, else `local`",
@@ -38,10 +36,17 @@ DISPLAY_DEFAULTS = {
     "TRAINER_BASE_URL": "`http://127.0.0.1:8080`",
     "TRAINER_RECOVERY": '`{"default": {"max_attempts": 1, "backoff_s": 60}}`',
     "TRAINER_KUEUE_QUEUES": '`{"default": "default"}`',
+    "TRAINER_TENANTS": "(unset: one tenant `default`)",
+    "TRAINER_ENV_ALLOW": "HF, W&B, NCCL, OMP names, `APP_*`, `USER_*`",
+    "TRAINER_JOB_RETENTION_S": "`604800` (7 days)",
+    "TRAINER_TENANT_TOKENS": "(unset)",
+    "TRAINER_MAX_MAPS_BYTES": "`65536`",
+    "TRAINER_PROGRESS_MAX_BYTES": "`65536`",
 }
 # trainctl's own settings (a client on the caller's machine, not a service).
 CLI_SETTINGS = "trainctl/client.py"
-TRAINER_FLAGS = {"RESUME_FROM_CHECKPOINT": "`--resume`", "TRAINING_EXTRA_ARGS_JSON": "extra `--key value` flags"}
+TRAINER_FLAGS = {"RESUME_FROM_CHECKPOINT": "`--resume`",
+                 "TRAINING_EXTRA_ARGS_JSON": "extra `--key=value` tokens after `--`"}
 
 
 def _display(name: str, source: str) -> str:
@@ -74,7 +79,7 @@ def service_table() -> list[str]:
         read = support.env_names_in(path)
         for name in sorted(read - seen - set(EXTRA_ROWS)):
             raise SystemExit(f"{path} reads {name} but no field docstring says `{name}: meaning`")
-        for name in sorted(read & set(EXTRA_ROWS)):
+        for name in sorted((read & set(EXTRA_ROWS)) - seen):  # a field documents it already: listed once
             default, meaning = EXTRA_ROWS[name]
             lines.append(f"| `{name}` | {default} | {_cell(meaning)} |")
             seen.add(name)

@@ -22,7 +22,7 @@ def _label(o: dict[str, Any]) -> str:
 def test_kustomize_renders_every_kind_the_deployment_needs() -> None:
     kinds = sorted({o["kind"] for o in rendered()})
     assert kinds == sorted({"Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Secret", "Service",
-                            "Deployment", "StatefulSet"})
+                            "Deployment", "StatefulSet", "NetworkPolicy"})
     namespaced = [o for o in rendered() if o["kind"] != "Namespace"]
     assert {o["metadata"]["namespace"] for o in namespaced} == {obj("Namespace", "training-broker")["metadata"]["name"]}
 
@@ -90,7 +90,7 @@ def test_flower_needs_basic_auth_and_is_only_reachable_inside_the_cluster() -> N
 
 def test_secrets_hold_the_api_token_and_flower_credentials_and_the_configmap_holds_no_secret() -> None:
     (secret,) = support.objects("Secret")
-    assert set(secret["data"]) == {"TRAINER_API_TOKEN", "FLOWER_BASIC_AUTH"}
+    assert set(secret["data"]) == {"TRAINER_API_TOKEN", "FLOWER_BASIC_AUTH", "REDIS_PASSWORD"}
     (config,) = support.objects("ConfigMap")
     assert not {k for k in config["data"] if "TOKEN" in k or "PASSWORD" in k or "SECRET" in k or "AUTH" in k}
 
@@ -132,8 +132,8 @@ def test_rbac_binds_the_role_to_the_broker_service_account() -> None:
 def test_the_role_grants_exactly_pytorchjobs_and_resourcequotas() -> None:
     rules = {(g, r): sorted(rule["verbs"]) for rule in obj("Role", "training-broker")["rules"]
              for g in rule["apiGroups"] for r in rule["resources"]}
-    assert rules == {("kubeflow.org", "pytorchjobs"): sorted(["get", "list", "create", "delete", "patch"]),
-                     ("", "resourcequotas"): ["get", "list"]}
+    assert rules == {("kubeflow.org", "pytorchjobs"): sorted(["get", "list", "create", "delete"]),
+                     ("", "resourcequotas"): ["list"]}
 
 
 def test_jobs_go_to_the_namespace_where_the_role_is_bound() -> None:
@@ -141,3 +141,14 @@ def test_jobs_go_to_the_namespace_where_the_role_is_bound() -> None:
         env = support.container_env(container)
         if support.container_role(container["command"]) in {"worker", "beat"}:
             assert env["TRAINER_NAMESPACE"] == obj("Role", "training-broker")["metadata"]["namespace"]
+
+
+def test_only_the_services_reach_redis() -> None:
+    policy = obj("NetworkPolicy", "redis-only-from-services")
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "redis"}
+    (rule,) = policy["spec"]["ingress"]
+    (source,) = rule["from"]
+    allowed = set(source["podSelector"]["matchExpressions"][0]["values"])
+    pods = {d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+            for d in support.objects("Deployment")}
+    assert allowed == pods and rule["ports"] == [{"protocol": "TCP", "port": 6379}]

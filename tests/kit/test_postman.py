@@ -46,6 +46,7 @@ def collection_routes() -> set[tuple[str, str]]:
         request = item["request"]
         path = "/" + "/".join(request["url"]["path"])
         path = re.sub(r"/(\{\{job_name\}\}|no-such-job)", "/{name}", path)
+        path = re.sub(r"/:(\w+)", r"/{\1}", path)  # Postman's own path variables (`:filename`)
         routes.add((request["method"], path))
     return routes
 
@@ -74,6 +75,8 @@ def test_newman_runs_the_collection_against_the_live_api(live_api: LiveApi, tmp_
     s3.put_object(Bucket=BUCKET, Key=f"{prefix}/progress.json",
                   Body=json.dumps({"step": 5, "total_steps": 20, "loss": 2.5, "state": "running"}).encode())
     s3.put_object(Bucket=BUCKET, Key=f"{prefix}/train.log", Body=b"step 5 loss 2.5\n")
+    s3.put_object(Bucket=BUCKET, Key=f"{prefix}/metrics.jsonl",
+                  Body=b'{"step": 5, "loss": 2.5, "lr": 0.001, "tokens_per_s": 900.0, "kind": "train"}\n')
     report = tmp_path / "newman.json"
     argv = [str(NEWMAN), "run", str(COLLECTION), "--bail", "--reporters", "cli,json",
             "--reporter-json-export", str(report),

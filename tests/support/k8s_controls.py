@@ -18,7 +18,6 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-
 class ClusterControls:
     """Mixed into `K8sEmulator`, whose state (under its lock) these methods change."""
 

@@ -12,52 +12,34 @@ Serves `kubeflow.org/v1` PyTorchJobs and core `v1` ResourceQuotas:
   policy), `PATCH …/pytorchjobs/{name}/status` (merge patch).
 - `GET    /api/v1/namespaces/{ns}/resourcequotas`.
 
-Test controls (Python methods): `set_condition` / `set_replica_statuses` play the Training Operator, `set_gpu_quota`
-adds a ResourceQuota, `deny_next(n, message)` answers the next creates (dry runs too) 403 Forbidden as an admission
-policy does, `reject_next(n, message)` 422 Invalid as a validating admission webhook does, and `kueue_admit` plays
-Kueue (all in `tests.support.k8s_controls`); `remove` deletes by hand; `fail_next`, `slow_next`, `drop_next` inject
-faults into the next N matching requests; `calls(verb, namespace)` counts what the server received (verbs: `create`,
-`get`, `list`, `delete`, `patch`, `quota`, `dry_run`); `write_kubeconfig(path)` points a client (or a worker process)
-at it.
+Test controls (Python methods): `set_condition` / `set_replica_statuses` play the Training Operator,
+`set_gpu_quota` adds a ResourceQuota, `deny_next(n, message)` answers the next creates (dry runs too) 403 Forbidden
+as an admission policy does, `reject_next(n, message)` 422 Invalid as a validating admission webhook does, and
+`kueue_admit` plays Kueue (all in `tests.support.k8s_controls`); `remove` deletes, `relabel` relabels and `put`
+creates by hand; `fail_next`, `slow_next`, `drop_next` inject faults into the next N matching requests;
+`calls(verb, namespace)` counts what the server received (verbs: `create`, `get`, `list`, `delete`, `patch`,
+`quota`, `dry_run`); `requests` logs every request with its answer (`RequestEntry`); `chaos` takes a random fault
+policy (`tests.support.k8s_chaos.Chaos`); `write_kubeconfig(path)` points a client (or a worker process) at it.
+The HTTP side lives in `tests.support.k8s_http`, the query helpers in `tests.support.k8s_query`.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
-import dataclasses
 import json
-import re
-import socket
 import tempfile
 import threading
-import time
 import uuid
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from tests.support.k8s_controls import ClusterControls, now
-from tests.support.k8s_wire import Reply, decode_continue, merge_patch, parse_selector, status_reason
+from tests.support.k8s_http import Fault, Handler, RequestEntry, verbs_of
+from tests.support.k8s_query import Reply, decode_continue, merge, parse_selector
 from tests.support.pytorchjob_rules import pytorchjob_problems
-
-JOBS_RE = re.compile(r"^/apis/kubeflow\.org/v1/namespaces/([^/]+)/pytorchjobs(?:/([^/]+))?(/status)?$")
-QUOTAS_RE = re.compile(r"^/api/v1/namespaces/([^/]+)/resourcequotas$")
-
-
-@dataclasses.dataclass
-class Fault:
-    kind: str  # "status" | "slow" | "drop" | "drop_after"
-    remaining: int
-    verbs: frozenset[str] | None
-    status: int = 500
-    retry_after: float | None = None
-    delay_s: float = 0.0
-
-    def matches(self, verb: str) -> bool:
-        return self.remaining > 0 and (self.verbs is None or verb in self.verbs)
 
 
 class K8sEmulator(ClusterControls):
@@ -78,16 +60,20 @@ class K8sEmulator(ClusterControls):
         #: `(remaining, code, reason, message)`: creates refused next (an admission policy's or webhook's refusal).
         self.denials: list[tuple[int, int, str, str]] = []
         self.server: ThreadingHTTPServer | None = None
+        #: Every request received, in arrival order (the invariants of tests/reliability are read from it).
+        self.requests: list[RequestEntry] = []
+        #: A fault policy asked for each request no explicit fault claimed (`tests.support.k8s_chaos.Chaos`).
+        self.chaos: Any = None
 
     # --- lifecycle --------------------------------------------------------------------------------------------
 
     def start(self) -> K8sEmulator:
         emulator = self
 
-        class Handler(_Handler):
+        class Bound(Handler):
             emu = emulator
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Bound)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
@@ -110,6 +96,8 @@ class K8sEmulator(ClusterControls):
             self.faults.clear()
             self.counts.clear()
             self.delete_policies.clear()
+            self.requests.clear()
+            self.chaos = None
             self.create_code = 201
             self.expire_continues = 0
             self.denials.clear()
@@ -129,16 +117,16 @@ class K8sEmulator(ClusterControls):
     def fail_next(self, n: int, status: int = 500, *, retry_after: float | None = None,
                   verbs: tuple[str, ...] | None = None) -> None:
         """The next `n` matching requests answer `status` (with `Retry-After` when given) and change nothing."""
-        self._add(Fault("status", n, _verbs(verbs), status=status, retry_after=retry_after))
+        self._add(Fault("status", n, verbs_of(verbs), status=status, retry_after=retry_after))
 
     def slow_next(self, n: int, delay_s: float, *, verbs: tuple[str, ...] | None = None) -> None:
         """The next `n` matching requests wait `delay_s` before they are served (and still take effect)."""
-        self._add(Fault("slow", n, _verbs(verbs), delay_s=delay_s))
+        self._add(Fault("slow", n, verbs_of(verbs), delay_s=delay_s))
 
     def drop_next(self, n: int, *, after_action: bool = False, verbs: tuple[str, ...] | None = None) -> None:
         """The next `n` matching requests get their connection closed without an answer — before the server acts,
         or (`after_action`) after it acted, like a create whose 201 was lost on the way back."""
-        self._add(Fault("drop_after" if after_action else "drop", n, _verbs(verbs)))
+        self._add(Fault("drop_after" if after_action else "drop", n, verbs_of(verbs)))
 
     def _add(self, fault: Fault) -> None:
         with self.lock:
@@ -150,7 +138,8 @@ class K8sEmulator(ClusterControls):
                 if fault.matches(verb):
                     fault.remaining -= 1
                     return fault
-        return None
+        chaos = self.chaos
+        return chaos.pick(verb) if chaos is not None else None
 
     def calls(self, verb: str, namespace: str | None = None) -> int:
         with self.lock:
@@ -171,9 +160,21 @@ class K8sEmulator(ClusterControls):
         with self.lock:
             self.jobs.pop((namespace, name), None)
 
+    def relabel(self, namespace: str, name: str, labels: dict[str, str]) -> None:
+        """Replace an object's labels by hand (kubectl label --overwrite), without counting a request."""
+        with self.lock:
+            obj = self.jobs[(namespace, name)]
+            obj["metadata"]["labels"] = dict(labels)
+            self._bump(obj)
+
+    def put(self, obj: dict[str, Any]) -> None:
+        """Store an object made by someone else (another tool, a person), without counting a request."""
+        with self.lock:
+            self.create(obj["metadata"]["namespace"], copy.deepcopy(obj), by_hand=True)
+
     # --- the REST API (called by the handler, under the lock) -------------------------------------------------
 
-    def create(self, namespace: str, body: Any, dry_run: bool = False) -> dict[str, Any]:
+    def create(self, namespace: str, body: Any, dry_run: bool = False, by_hand: bool = False) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise Reply(400, "BadRequest", "the body is not an object")
         meta = body.setdefault("metadata", {})
@@ -184,7 +185,7 @@ class K8sEmulator(ClusterControls):
         problems = pytorchjob_problems(body)
         if problems:
             raise Reply(422, "Invalid", f'PyTorchJob.kubeflow.org "{name}" is invalid: {"; ".join(problems)}')
-        if self.denials:
+        if self.denials and not by_hand:
             remaining, code, reason, message = self.denials[0]
             self.denials[0] = (remaining - 1, code, reason, message)
             if remaining <= 1:
@@ -227,8 +228,11 @@ class K8sEmulator(ClusterControls):
         return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJobList", "metadata": meta,
                 "items": copy.deepcopy(page)}
 
-    def delete(self, namespace: str, name: str, policy: str | None) -> dict[str, Any]:
+    def delete(self, namespace: str, name: str, policy: str | None, uid: str | None = None) -> dict[str, Any]:
         obj = self.read(namespace, name)
+        if uid is not None and obj["metadata"].get("uid") != uid:
+            raise Reply(409, "Conflict", f"Precondition failed: UID in precondition: {uid}, "
+                                         f"UID in object meta: {obj['metadata'].get('uid')}")
         self.delete_policies.append(policy)
         del self.jobs[(namespace, name)]
         obj["metadata"]["deletionTimestamp"] = now()
@@ -239,132 +243,13 @@ class K8sEmulator(ClusterControls):
         if obj is None:
             raise Reply(404, "NotFound", f'pytorchjobs.kubeflow.org "{name}" not found')
         if isinstance(body, dict) and isinstance(body.get("status"), dict):
-            obj["status"] = merge_patch(obj.get("status") or {}, body["status"])
+            obj["status"] = merge(obj.get("status") or {}, body["status"])
             self._bump(obj)
         return copy.deepcopy(obj)
 
     def quota_list(self, namespace: str) -> dict[str, Any]:
         return {"apiVersion": "v1", "kind": "ResourceQuotaList", "metadata": {"resourceVersion": str(self.version)},
                 "items": copy.deepcopy(self.quotas.get(namespace, []))}
-
-
-class _Handler(BaseHTTPRequestHandler):
-    emu: K8sEmulator
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
-        return
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_DELETE(self) -> None:
-        self._serve("DELETE")
-
-    def do_PATCH(self) -> None:
-        self._serve("PATCH")
-
-    def _serve(self, method: str) -> None:
-        split = urlsplit(self.path)
-        query = {k: v[-1] for k, v in parse_qs(split.query).items()}
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        route = _route(method, split.path)
-        if route is None:
-            return self._status(Reply(404, "NotFound", f"the server could not find {split.path}"))
-        verb, namespace, name = route
-        if verb == "create" and "dryRun" in query:
-            verb = "dry_run"
-        with self.emu.lock:
-            self.emu.counts[(verb, namespace)] += 1
-            generation = self.emu.generation
-        fault = self.emu.take_fault(verb)
-        if fault and fault.kind == "slow":
-            time.sleep(fault.delay_s)
-            if generation != self.emu.generation:
-                return self._drop()
-        if fault and fault.kind == "drop":
-            return self._drop()
-        if fault and fault.kind == "status":
-            return self._status(Reply(fault.status, status_reason(fault.status), "injected fault"), fault.retry_after)
-        try:
-            body = json.loads(raw) if raw else None
-            with self.emu.lock:
-                code, answer = self._act(verb, namespace, name, query, body)
-        except Reply as reply:
-            return self._status(reply)
-        except ValueError:
-            return self._status(Reply(400, "BadRequest", "the body is not JSON"))
-        if fault and fault.kind == "drop_after":
-            return self._drop()
-        self._send(code, answer)
-
-    def _act(self, verb: str, ns: str, name: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
-        emu = self.emu
-        if verb == "create":
-            return emu.create_code, emu.create(ns, body)
-        if verb == "dry_run":
-            if query.get("dryRun") != "All":
-                raise Reply(400, "BadRequest", f"unsupported dryRun value {query.get('dryRun')!r}: only All")
-            return 201, emu.create(ns, body, dry_run=True)
-        if verb == "get":
-            return 200, emu.read(ns, name)
-        if verb == "list":
-            return 200, emu.list(ns, query)
-        if verb == "delete":
-            policy = query.get("propagationPolicy") or (body or {}).get("propagationPolicy")
-            return 200, emu.delete(ns, name, policy)
-        if verb == "patch":
-            return 200, emu.patch_status(ns, name, body)
-        return 200, emu.quota_list(ns)
-
-    def _send(self, code: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        try:
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout): nothing to answer
-            self.close_connection = True
-
-    def _status(self, reply: Reply, retry_after: float | None = None) -> None:
-        body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "message": reply.message, "reason": reply.reason, "code": reply.code}
-        headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else None
-        self._send(reply.code, body, headers)
-
-    def _drop(self) -> None:
-        self.close_connection = True
-        try:
-            self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-
-def _route(method: str, path: str) -> tuple[str, str, str] | None:
-    """`(verb, namespace, name)` for a path this server knows."""
-    match = JOBS_RE.match(path)
-    if match:
-        namespace, name, status = match.group(1), match.group(2) or "", bool(match.group(3))
-        verbs = {("POST", False, False): "create", ("GET", False, False): "list", ("GET", True, False): "get",
-                 ("DELETE", True, False): "delete", ("PATCH", True, True): "patch", ("GET", True, True): "get"}
-        verb = verbs.get((method, bool(name), status))
-        return (verb, namespace, name) if verb else None
-    match = QUOTAS_RE.match(path)
-    if match and method == "GET":
-        return "quota", match.group(1), ""
-    return None
-
-
-def _verbs(verbs: tuple[str, ...] | None) -> frozenset[str] | None:
-    return frozenset(verbs) if verbs else None
 
 
 def api_client_for(emulator: K8sEmulator) -> Any:

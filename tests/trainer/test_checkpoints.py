@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,58 @@ def test_per_rank_shards_count_once_one_rank_writes_the_manifest(tmp_path: Path)
     ranks[0].write_manifest(10, "step-000010", sizes, {"format": "dcp"})
     latest = ranks[1].latest()
     assert latest is not None and latest.step == 10 and len(latest.files) == 2
+
+
+def rank_files(tmp_path: Path, rank: int, step: int) -> dict[str, Path]:
+    folder = tmp_path / f"rank{rank}" / f"dcp-{step:06d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"__{rank}_0.distcp").write_bytes(bytes([rank]) * (100 + rank))
+    if rank == 0:
+        (folder / ".metadata").write_bytes(b"index")
+    return {p.name: p for p in folder.iterdir()}
+
+
+def test_sharded_saves_upload_on_every_rank_and_rank_0_writes_the_manifest_after_all_reported(tmp_path: Path) -> None:
+    storage = RecordingStorage()
+    root = str(tmp_path / "ck")
+    ranks = [CheckpointManager(storage, root) for _ in range(2)]
+    ranks[0].save_shard(10, "dcp-000010", lambda: rank_files(tmp_path, 0, 10), rank=0, world_size=2)
+    time.sleep(0.3)
+    assert ranks[0].latest() is None  # rank 1 has not reported: rank 0 waits, no manifest
+    ranks[1].save_shard(10, "dcp-000010", lambda: rank_files(tmp_path, 1, 10), rank=1, world_size=2,
+                        blocking=True)
+    ranks[0].close()
+    latest = ranks[1].latest()
+    assert latest is not None and latest.step == 10 and latest.metadata["world_size"] == 2
+    assert {f.path for f in latest.files} == {"dcp-000010/.metadata", "dcp-000010/__0_0.distcp",
+                                              "dcp-000010/__1_0.distcp", "dcp-000010/_ranks/rank-00000.json",
+                                              "dcp-000010/_ranks/rank-00001.json"}
+    names = [w[len(root) + 1:] for w in storage.writes]
+    assert names.index("step-000010.json") > max(names.index("dcp-000010/__1_0.distcp"),
+                                                 names.index("dcp-000010/_ranks/rank-00001.json"))
+    assert names[-1] == "latest.json"
+
+
+def test_a_rank_that_dies_mid_upload_never_yields_a_resumable_checkpoint(tmp_path: Path) -> None:
+    """Rank 1 is killed while uploading step 20 (its report never lands): step 10 stays the one to resume from."""
+    storage = LocalStorage()
+    root = str(tmp_path / "ck")
+    ranks = [CheckpointManager(storage, root, report_timeout_s=0.5) for _ in range(2)]
+    for rank, manager in enumerate(ranks):
+        manager.save_shard(10, "dcp-000010", lambda r=rank: rank_files(tmp_path, r, 10), rank=rank, world_size=2)
+    for manager in ranks:
+        manager.wait()
+
+    def killed() -> dict[str, Path]:
+        raise OSError("rank 1 died mid-upload")
+
+    ranks[1].save_shard(20, "dcp-000020", killed, rank=1, world_size=2)
+    ranks[0].save_shard(20, "dcp-000020", lambda: rank_files(tmp_path, 0, 20), rank=0, world_size=2)
+    with pytest.raises(RuntimeError, match="checkpoint upload failed") as raised:
+        ranks[0].wait()
+    assert "rank 1 did not report" in str(raised.value.__cause__)
+    with pytest.raises(RuntimeError):
+        ranks[1].wait()
+    assert (tmp_path / "ck" / "dcp-000020" / "__0_0.distcp").is_file()  # rank 0's shard is there ...
+    latest = CheckpointManager(storage, root).latest()
+    assert latest is not None and latest.step == 10  # ... but step 20 never counts

@@ -25,11 +25,13 @@ def test_prefix_logs_and_config_default_to_the_normalized_layout() -> None:
 
 def test_every_setting_falls_back_to_its_environment_variable_and_flags_win() -> None:
     env = {"FRAMEWORK": "meta", "RUN_ID": "env-run", "CHECKPOINT_BASE_URI": "/tmp/runs", "DATASET_URI": "/d",
-           "MODEL_ID": "/m", "CHECKPOINT_PREFIX": "/tmp/p", "LOGS_URI": "/tmp/l", "CONFIG_URI": "/tmp/c",
+           "MODEL_ID": "/m", "CHECKPOINT_PREFIX": "/tmp/runs/flag-run/framework=meta/p",
+           "LOGS_URI": "/tmp/runs/flag-run/framework=meta/p/l", "CONFIG_URI": "/tmp/runs/flag-run/framework=meta/p/c",
            "RESUME_FROM_CHECKPOINT": "true"}
     config = parse_config(["--run-id", "flag-run"], env)
-    assert (config.framework, config.run_id, config.checkpoint_prefix) == ("meta", "flag-run", "/tmp/p")
-    assert (config.logs_uri, config.config_uri, config.resume) == ("/tmp/l", "/tmp/c", True)
+    prefix = "/tmp/runs/flag-run/framework=meta/p"
+    assert (config.framework, config.run_id, config.checkpoint_prefix) == ("meta", "flag-run", prefix)
+    assert (config.logs_uri, config.config_uri, config.resume) == (f"{prefix}/l", f"{prefix}/c", True)
 
 
 def test_extra_flags_merge_over_the_json_and_are_typed() -> None:

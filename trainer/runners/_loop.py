@@ -1,5 +1,6 @@
-"""Pieces the `meta` and `nemo` runners share: packed token blocks, a resumable sampler over them, the learning-rate
-schedule, RNG capture/restore, and the metrics window — everything a resumed run needs to continue exactly.
+"""Pieces the `meta` and `nemo` runners share (both drive their own data): packed token blocks, a resumable
+sampler over them, the learning-rate schedule, RNG capture/restore, and the metrics window — everything a resumed
+run needs to continue exactly.
 
 Resuming exactly (losses equal to an uninterrupted run's) takes four things in the checkpoint: model and optimizer
 state, scheduler state, the data position (`BlockSampler.state_dict()`), and every rank's RNG state (dropout draws
@@ -12,17 +13,16 @@ Imported only by the runners (torch and transformers are heavy).
 from __future__ import annotations
 
 import random
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from trainer.config import ConfigError
 from trainer.context import RunContext
 from trainer.data import DatasetError, pack
 from trainer.dist import DistInfo
+from trainer.runners.common import check_block_size, encode_all
 
 
 @dataclass
@@ -33,11 +33,10 @@ class Blocks:
     eval: torch.Tensor
 
 
-def load_blocks(ctx: RunContext, tokenizer: Any, max_positions: int | None) -> Blocks:
+def load_blocks(ctx: RunContext, tokenizer: Any, model_config: Any) -> Blocks:
     """Tokenize the run's train/eval split and pack it into fixed-length blocks (raises DatasetError/ConfigError)."""
     t = ctx.config.training
-    if max_positions and t.block_size > max_positions:
-        raise ConfigError(f"block_size {t.block_size} exceeds the model's {max_positions} positions")
+    check_block_size(t.block_size, model_config)
     split = ctx.load_split()
     eos = tokenizer.eos_token_id
     train = pack(encode_all(tokenizer, split.train), t.block_size, eos)
@@ -45,16 +44,6 @@ def load_blocks(ctx: RunContext, tokenizer: Any, max_positions: int | None) -> B
     if not train:
         raise DatasetError(f"dataset {ctx.config.dataset_uri} is too small for one block of {t.block_size} tokens")
     return Blocks(torch.tensor(train, dtype=torch.long), torch.tensor(evals, dtype=torch.long))
-
-
-def encode_all(tokenizer: Any, texts: Sequence[str], batch: int = 1000) -> Iterator[list[int]]:
-    """Token ids per text, tokenized in batches (the fast tokenizer parallelizes within a batch)."""
-    for start in range(0, len(texts), batch):
-        yield from tokenizer(list(texts[start:start + batch]), add_special_tokens=False, verbose=False)["input_ids"]
-
-
-def max_positions(model_config: Any) -> int | None:
-    return getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
 
 
 class BlockSampler:
@@ -223,38 +212,3 @@ class LossWindow:
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.loss_sum, self.steps = float(state["loss_sum"]), int(state["steps"])
-
-
-class Throughput:
-    """Tokens/s between two logged steps of this attempt (wall clock)."""
-
-    def __init__(self, tokens_per_step: int, step: int) -> None:
-        self.tokens_per_step = tokens_per_step
-        self.first = self.last = (step, time.monotonic())
-
-    def tokens_per_s(self, step: int) -> float | None:
-        now = time.monotonic()
-        (prev_step, prev_time), self.last = self.last, (step, now)
-        if step <= prev_step or now <= prev_time:
-            return None
-        return round((step - prev_step) * self.tokens_per_step / (now - prev_time), 1)
-
-    def summary(self, step: int) -> tuple[float, float]:
-        """(steps/s, seconds) over this attempt."""
-        elapsed = time.monotonic() - self.first[1]
-        steps = step - self.first[0]
-        return (round(steps / elapsed, 3) if elapsed > 0 else 0.0), round(elapsed, 3)
-
-
-def autocast_dtype(precision: str, use_cuda: bool) -> torch.dtype | None:
-    """The autocast dtype for `precision` (None = fp32). `auto`: bf16 on a GPU that has it, fp32 on CPU.
-
-    fp16 needs a loss scaler these loops do not carry: use bf16 (or the hf runner) instead.
-    """
-    if precision == "fp16":
-        raise ConfigError("precision=fp16 is not supported by this runner (use bf16 or fp32)")
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "auto" and use_cuda and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None

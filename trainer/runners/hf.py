@@ -12,16 +12,21 @@ uploaded (on resume those ranks log a warning and reseed; data order does not de
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback  # this module is imported only when framework=hf
 
-from trainer.config import ConfigError
 from trainer.context import RunContext
 from trainer.data import DatasetError, Split, pack
+from trainer.runners.common import (
+    Throughput,
+    check_block_size,
+    encode_all,
+    eval_every,
+    resolve_precision,
+    tokens_per_step,
+)
 
 LOCAL_CHECKPOINTS_KEPT = 3  # local scratch copies; the store keeps what `keep_checkpoints` says
 
@@ -43,17 +48,11 @@ def run(ctx: RunContext) -> None:
                     t.block_size, "cuda" if use_cuda else "cpu")
     trainer = Trainer(model=model, args=training_arguments(ctx, use_cuda, bool(eval_set)),
                       train_dataset=train_set, eval_dataset=eval_set or None, data_collator=default_data_collator,
-                      callbacks=[LayoutCallback(ctx)])
+                      callbacks=[TrainerLayoutCallback(ctx)])
     resume_dir = str(ctx.resume.path) if ctx.resume else None
     if ctx.resume:
         ctx.logger.info("hf: resuming Trainer from %s (step %d)", resume_dir, ctx.resume.step)
     trainer.train(resume_from_checkpoint=resume_dir)
-
-
-def check_block_size(block_size: int, model_config: Any) -> None:
-    limit = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
-    if limit and block_size > limit:
-        raise ConfigError(f"block_size {block_size} exceeds the model's {limit} positions")
 
 
 class BlockDataset:
@@ -81,31 +80,17 @@ def build_datasets(ctx: RunContext, split: Split, tokenizer: Any) -> tuple[Block
     return BlockDataset(train), BlockDataset(evals)
 
 
-def encode_all(tokenizer: Any, texts: list[str], batch: int = 1000) -> Iterator[list[int]]:
-    """Token ids per text, tokenized in batches (the fast tokenizer parallelizes a batch)."""
-    for start in range(0, len(texts), batch):
-        yield from tokenizer(texts[start:start + batch], add_special_tokens=False, verbose=False)["input_ids"]
-
-
 def precision_flags(precision: str, use_cuda: bool) -> tuple[bool, bool]:
-    """(bf16, fp16). `auto`: bf16 (else fp16) on GPU, fp32 on CPU. fp16 needs a GPU."""
-    if precision == "auto":
-        if not use_cuda:
-            return False, False
-        import torch
-
-        bf16 = bool(torch.cuda.is_bf16_supported())
-        return bf16, not bf16
-    if precision == "fp16" and not use_cuda:
-        raise ConfigError("precision=fp16 needs a GPU (use fp32 or bf16 on CPU)")
-    return precision == "bf16", precision == "fp16"
+    """TrainingArguments' (bf16, fp16) for the request's precision."""
+    resolved = resolve_precision(precision, use_cuda)
+    return resolved == "bf16", resolved == "fp16"
 
 
 def training_arguments(ctx: RunContext, use_cuda: bool, has_eval: bool) -> Any:
     from transformers import TrainingArguments
 
     t = ctx.config.training
-    eval_steps = t.save_steps if t.eval_steps is None else t.eval_steps
+    eval_steps = eval_every(t)
     do_eval = has_eval and eval_steps > 0
     bf16, fp16 = precision_flags(t.precision, use_cuda)
     return TrainingArguments(
@@ -139,18 +124,16 @@ def training_arguments(ctx: RunContext, use_cuda: bool, has_eval: bool) -> Any:
     )
 
 
-class LayoutCallback(TrainerCallback):  # type: ignore[misc]
+class TrainerLayoutCallback(TrainerCallback):  # type: ignore[misc]
     """Bridges Trainer events to the shared layout: metrics/progress on log, checkpoint upload on save."""
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
-        t = ctx.config.training
-        self.tokens_per_step = t.batch_size * t.gradient_accumulation * ctx.dist.world_size * t.block_size
-        self._last: tuple[int, float] | None = None
+        self.meter = Throughput(tokens_per_step(ctx.config.training, ctx.dist), 0)
         self._loss: float | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._last = (state.global_step, time.monotonic())
+        self.meter.restart(state.global_step)
         self.ctx.reporter.progress(state.global_step, state.max_steps, None)
         self.ctx.logger.info("hf: training steps %d..%d", state.global_step, state.max_steps)
 
@@ -164,7 +147,7 @@ class LayoutCallback(TrainerCallback):  # type: ignore[misc]
         if "loss" in logs:
             self._loss = float(logs["loss"])
             self.ctx.reporter.metrics(step=step, loss=self._loss, lr=logs.get("learning_rate"),
-                                      tokens_per_s=self._tokens_per_s(step), grad_norm=logs.get("grad_norm"),
+                                      tokens_per_s=self.meter.tokens_per_s(step), grad_norm=logs.get("grad_norm"),
                                       epoch=logs.get("epoch"), kind="train")
             self.ctx.reporter.progress(step, state.max_steps, self._loss)
         elif "eval_loss" in logs:
@@ -187,10 +170,3 @@ class LayoutCallback(TrainerCallback):  # type: ignore[misc]
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         self.ctx.checkpoints.save(state.global_step, folder, metadata={"framework": "hf", "format": "hf-trainer"})
         self.ctx.logger.info("hf: checkpoint step %d saved; uploading", state.global_step)
-
-    def _tokens_per_s(self, step: int) -> float | None:
-        now = time.monotonic()
-        last, self._last = self._last, (step, now)
-        if last is None or now <= last[1] or step <= last[0]:
-            return None
-        return round((step - last[0]) * self.tokens_per_step / (now - last[1]), 1)

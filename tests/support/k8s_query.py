@@ -1,4 +1,4 @@
-"""The emulator's wire details: its error answer, label selectors, LIST continue tokens, merge patches."""
+"""The query side of the Kubernetes API emulator: label selectors, LIST continue tokens, JSON merge patches."""
 
 from __future__ import annotations
 
@@ -44,18 +44,13 @@ def decode_continue(token: str) -> int:
         raise Reply(400, "BadRequest", "invalid continue token") from exc
 
 
-def merge_patch(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in patch.items():
         if value is None:
             out.pop(key, None)
         elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge_patch(out[key], value)
+            out[key] = merge(out[key], value)
         else:
             out[key] = value
     return out
-
-
-def status_reason(code: int) -> str:
-    return {403: "Forbidden", 429: "TooManyRequests", 500: "InternalError", 502: "BadGateway",
-            503: "ServiceUnavailable", 504: "Timeout"}.get(code, "InternalError")
