@@ -18,6 +18,7 @@ from api.metrics import Metrics
 from api.observe import bp as observe_bp
 from api.openapi import bp as openapi_bp
 from api.openapi import build_spec
+from api.queue_routes import bp as queue_bp
 from api.routes import bp as train_bp
 from api.routes import health
 from api.schemas import TrainingJobRequestSchema
@@ -28,8 +29,8 @@ from broker.quota import QuotaLedger
 from broker.settings import SettingsError
 from broker.store import JobStore
 
-#: Every blueprint the app serves: health, /train, the run's progress/metrics/logs, /openapi.json, the /ui/ dashboard.
-BLUEPRINTS: list[Blueprint] = [health, train_bp, observe_bp, openapi_bp, ui_bp]
+#: Every blueprint the app serves: health, /train, progress/metrics/logs, /queue, /openapi.json, the /ui/ dashboard.
+BLUEPRINTS: list[Blueprint] = [health, train_bp, observe_bp, queue_bp, openapi_bp, ui_bp]
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:

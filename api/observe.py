@@ -32,8 +32,9 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from api import run_files, run_metrics, tenants
+from api import run_metrics, tenants
 from api.errors import ApiError, invalid
+from broker import run_files
 from broker.backends import replica_logs
 from broker.jobs import JobRecord
 from broker.store import JobStore

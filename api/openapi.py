@@ -12,10 +12,11 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
-from marshmallow import Schema
+from marshmallow import Schema, fields
 
 from api import run_metrics, schemas
 from api.auth import HEADER
+from api.queue_routes import QueueQuerySchema, QueueSchema
 
 bp = Blueprint("openapi", __name__)
 
@@ -41,15 +42,20 @@ def _operations() -> dict[str, dict[str, Any]]:
     return {
         "/train": {
             "post": {
-                "summary": "Submit a training job",
+                "summary": "Submit a training job (or, with dry_run=true, check it and store nothing)",
+                "parameters": [{"name": "dry_run", "in": "query", "required": False,
+                                "schema": {"type": "boolean", "default": False},
+                                "description": "validate, render, ask the cluster (dryRun=All), preview admission"}],
                 "requestBody": {"required": True,
                                 "content": {"application/json": {"schema": _ref("TrainingJobRequest")}}},
                 "responses": {"202": _answer("accepted and queued", "TrainingJobStatus"),
-                              "200": _answer("the same request again: the existing job", "TrainingJobStatus"),
+                              "200": _answer("the same request again: the existing job; with dry_run, the "
+                                             "rendered object and the verdicts", "TrainingJobStatus"),
                               "400": _answer("invalid request"), "409": _answer("same name, different request"),
                               "413": _answer("body too large"),
+                              "422": _answer("dry_run: the cluster refused the object (cluster_refused)"),
                               "429": _answer("the tenant holds as many jobs as it may (with Retry-After)"),
-                              **_ERRORS},
+                              "504": _answer("dry_run: no broker worker answered in time"), **_ERRORS},
             },
             "get": {
                 "summary": "List jobs, newest first",
@@ -93,6 +99,10 @@ def _operations() -> dict[str, dict[str, Any]]:
                                        "responses": {"200": {"description": "log files and their last lines"},
                                                      "400": _answer("invalid tail"),
                                                      "404": _answer("no such job, or no logs yet"), **_ERRORS}}},
+        "/queue": {"get": {"summary": "The jobs waiting for quota in a namespace, first in line first",
+                           "parameters": [{"in": "query", "schema": QueueQuerySchema}],
+                           "responses": {"200": _answer("the line", "Queue"), "400": _answer("invalid query"),
+                                         **_ERRORS}}},
         # api/ui.py: the jobs dashboard. Its files are open (they hold no data); every call it makes sends the token.
         "/ui/": {"get": {"summary": "The jobs dashboard (HTML)", "security": [],
                          "responses": {"200": {"description": "the dashboard's page",
@@ -107,6 +117,19 @@ def _operations() -> dict[str, dict[str, Any]]:
     }
 
 
+class DryRunSchema(Schema):
+    """The answer of `POST /train?dry_run=true` (see `api.dryrun`)."""
+
+    dry_run = fields.Boolean()
+    valid = fields.Boolean()
+    job_name = fields.String()
+    namespace = fields.String()
+    object = fields.Dict(metadata={"description": "the PyTorchJob as the cluster would store it"})
+    cluster = fields.Dict(metadata={"description": "accepted (true/false/null), status, reason, message"})
+    admission = fields.Dict(metadata={"description": "verdict would_start | would_wait, queue, detail"})
+    existing = fields.Dict(allow_none=True)
+
+
 def build_spec(request_schema: Schema) -> dict[str, Any]:
     """The OpenAPI document for an app whose requests `request_schema` validates."""
     spec = APISpec(title="Training Broker", version="1.0.0", openapi_version="3.0.3", plugins=[MarshmallowPlugin()])
@@ -117,6 +140,8 @@ def build_spec(request_schema: Schema) -> dict[str, Any]:
         "JobList": schemas.JobListSchema,
         "Event": schemas.EventSchema,
         "JobEvents": schemas.JobEventsSchema,
+        "Queue": QueueSchema,
+        "DryRun": DryRunSchema,
         "MetricsPoint": schemas.MetricsPointSchema,
         "MetricsSeries": schemas.MetricsSeriesSchema,
         "ErrorBody": schemas.ErrorBodySchema,

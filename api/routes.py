@@ -14,6 +14,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from api import tenants
+from api.dryrun import answer_dry_run, dry_run_flag
 from api.errors import ApiError, invalid
 from api.schemas import JobEventsSchema, JobListQuerySchema, status_view
 from broker.errors import JobConflict
@@ -39,8 +40,12 @@ def _enqueue(task_name: str, name: str) -> bool:
     return current_app.extensions["enqueue"](task_name, name)  # type: ignore[no-any-return]
 
 
+def _view(record: JobRecord) -> dict[str, Any]:
+    return status_view(record, current_app.config["SETTINGS"].broker)
+
+
 def _job_response(record: JobRecord, status: int) -> ResponseReturnValue:
-    return jsonify(status_view(record)), status, {"Location": f"/train/{record.name}"}
+    return jsonify(_view(record)), status, {"Location": f"/train/{record.name}"}
 
 
 # --- submission ------------------------------------------------------------------------------------------------
@@ -77,11 +82,15 @@ def _refuse_constant(name: str) -> Any:
 @bp.post("")
 def submit() -> ResponseReturnValue:
     """Validate, store (before anything is enqueued), enqueue the submit task. A repeat of the same request
-    returns the stored job with 200 and enqueues nothing."""
+    returns the stored job with 200 and enqueues nothing. `?dry_run=true` stores and enqueues nothing: it answers
+    what the cluster and the admission would say (`api.dryrun`)."""
+    dry = dry_run_flag(request.args.get("dry_run"))
     spec = current_app.extensions["request_schema"].load(_json_object())
     settings = current_app.config["SETTINGS"]
     tenant = tenants.submitting_tenant()
     tenants.check_spec(tenant, spec, settings.broker, settings.multi_tenant)
+    if dry:
+        return answer_dry_run(spec, tenant.name)
     try:
         record, created = _store().create(JobRecord(name=spec.job_name, spec=spec, tenant=tenant.name),
                                           max_jobs=tenant.max_jobs)
@@ -102,7 +111,7 @@ def submit() -> ResponseReturnValue:
 
 @bp.get("/<name>")
 def get_job(name: str) -> ResponseReturnValue:
-    return jsonify(status_view(_require(name)))
+    return jsonify(_view(_require(name)))
 
 
 @bp.get("")
@@ -113,7 +122,7 @@ def list_jobs() -> ResponseReturnValue:
         records, cursor = _store().list_jobs(**query, tenant=tenants.caller().list_filter if scoped else None)
     except ValueError as exc:
         raise invalid({"cursor": [str(exc)]}) from exc
-    return jsonify({"jobs": [status_view(r) for r in records], "next_cursor": cursor})
+    return jsonify({"jobs": [_view(r) for r in records], "next_cursor": cursor})
 
 
 @bp.get("/<name>/events")

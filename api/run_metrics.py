@@ -21,7 +21,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from api import run_files
+from broker import run_files
 
 DEFAULT_POINTS, MAX_POINTS = 500, 5000
 #: Bytes of metrics.jsonl read per request at most (about 25,000 rows): the Flask config's `METRICS_MAX_BYTES`.

@@ -14,6 +14,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from api import validators as v
+from broker import queue
 from broker.jobs import (
     DNS1035_RE,
     DNS1123_LABEL_RE,
@@ -27,6 +28,8 @@ from broker.jobs import (
     is_reserved_env,
 )
 from broker.launch_policy import DEFAULT_ENV_ALLOW, refused_env
+from broker.recovery import recovery_view
+from broker.settings import BrokerSettings
 
 #: Extra-arg keys that name the trainer's own settings: they would never take effect, and are refused.
 FIXED_EXTRA_KEYS = frozenset({"framework", "run_id", "checkpoint_base_uri", "checkpoint_prefix", "dataset_uri",
@@ -113,6 +116,13 @@ def _map(keys: fields.Field, values: fields.Field) -> fields.Dict:
     return fields.Dict(keys=keys, values=values, validate=_few_entries, metadata={"maxProperties": _MAX_MAP_ENTRIES})
 
 
+class RecoveryPolicySchema(Schema):
+    """`{"max_attempts": 3, "backoff_s": 60}`: attempts in all (the first included), seconds before each new one."""
+
+    max_attempts = fields.Integer(strict=True, required=True, validate=validate.Range(min=1, max=100))
+    backoff_s = fields.Float(validate=validate.Range(min=0, max=86400), allow_nan=False)
+
+
 class TrainingJobRequestSchema(Schema):
     """The unified training request. Loads into a `broker.jobs.JobSpec` with every default applied."""
 
@@ -134,6 +144,11 @@ class TrainingJobRequestSchema(Schema):
     annotations = _map(Checked(v.check_k8s_key), fields.String(validate=validate.Length(max=_MAX_TEXT)))
     namespace = Checked(v.check_namespace, metadata={"pattern": DNS1123_LABEL_RE.pattern, "maxLength": 63})
     job_name = Checked(v.check_job_name, metadata={"pattern": DNS1035_RE.pattern, "maxLength": MAX_JOB_NAME})
+    recovery = fields.Nested(RecoveryPolicySchema, metadata={
+        "description": "automatic recovery; without it the namespace's default (TRAINER_RECOVERY) applies"})
+    queue = Checked(v.check_namespace, metadata={
+        "description": "Kueue LocalQueue (admission mode kueue); default: the namespace's (TRAINER_KUEUE_QUEUES)",
+        "pattern": DNS1123_LABEL_RE.pattern, "maxLength": 63})
 
     def __init__(
         self,
@@ -187,7 +202,18 @@ class TrainingJobRequestSchema(Schema):
         data.setdefault("job_name", default_job_name(data["framework"], data["run_id"]))
         if data.get("config_path") is None:
             data.pop("config_path", None)
+        if "recovery" in data:
+            data["recovery"] = dict(sorted(data["recovery"].items()))
         return JobSpec(**data)
+
+
+class RecoveryStatusSchema(Schema):
+    max_attempts = fields.Integer()
+    backoff_s = fields.Float()
+    attempts_used = fields.Integer()
+    attempts_left = fields.Integer()
+    next_attempt_at = fields.String(allow_none=True, metadata={"description": "set during a recovery's backoff"})
+    last_failure = fields.String(allow_none=True, metadata={"description": "why the last attempt failed"})
 
 
 class TrainingJobStatusSchema(Schema):
@@ -212,6 +238,10 @@ class TrainingJobStatusSchema(Schema):
     submitted_at = fields.String(allow_none=True)
     started_at = fields.String(allow_none=True)
     finished_at = fields.String(allow_none=True)
+    recovery = fields.Nested(RecoveryStatusSchema)
+    queue = fields.Dict(allow_none=True, metadata={
+        "description": "while waiting_quota: position (1 = next), ahead, ahead_jobs, waiting_for, gpus, jobs, "
+                       "resource_quota (builtin) or kueue_queue (kueue); null otherwise"})
 
 
 #: One instance for every answer: building a schema deep-copies its fields, which cost more than the dump itself
@@ -219,7 +249,7 @@ class TrainingJobStatusSchema(Schema):
 _STATUS_SCHEMA = TrainingJobStatusSchema()
 
 
-def status_view(record: JobRecord) -> dict[str, Any]:
+def status_view(record: JobRecord, settings: BrokerSettings | None = None) -> dict[str, Any]:
     """The job as `TrainingJobStatus` JSON."""
     view = {
         "name": record.name,
@@ -241,6 +271,8 @@ def status_view(record: JobRecord) -> dict[str, Any]:
         "submitted_at": record.submitted_at,
         "started_at": record.started_at,
         "finished_at": record.finished_at,
+        "recovery": recovery_view(record, settings or BrokerSettings()),
+        "queue": queue.parse(record.queue_info) if record.status == JobStatus.WAITING_QUOTA else None,
     }
     return _STATUS_SCHEMA.dump(view)
 

@@ -47,6 +47,8 @@ class ApiSettings:
     """TRAINER_MAX_BODY_BYTES: larger request bodies answer 413."""
     retry_after_s: int = 5
     """TRAINER_RETRY_AFTER_S: the `Retry-After` the API sends with a 503 when Redis is unreachable or full."""
+    dry_run_timeout_s: float = 30.0
+    """TRAINER_DRY_RUN_TIMEOUT_S: how long `POST /train?dry_run=true` waits for a broker worker's answer."""
     tenant_tokens: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     """TRAINER_TENANT_TOKENS: JSON `{"<tenant>": ["token", …]}` — each tenant's tokens (several during a rotation)."""
     operator_tokens: tuple[str, ...] = ()
@@ -68,6 +70,7 @@ class ApiSettings:
             max_gpus_per_node=_int(env, "TRAINER_MAX_GPUS_PER_NODE", cls.max_gpus_per_node),
             max_body_bytes=_int(env, "TRAINER_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1024),
             retry_after_s=_int(env, "TRAINER_RETRY_AFTER_S", cls.retry_after_s, minimum=1),
+            dry_run_timeout_s=float(_int(env, "TRAINER_DRY_RUN_TIMEOUT_S", int(cls.dry_run_timeout_s), minimum=1)),
             tenant_tokens=_tenant_tokens(env.get("TRAINER_TENANT_TOKENS")),
             operator_tokens=_csv(env.get("TRAINER_OPERATOR_TOKEN")),
             max_maps_bytes=_int(env, "TRAINER_MAX_MAPS_BYTES", cls.max_maps_bytes, minimum=1024),

@@ -7,9 +7,11 @@ leaves a reservation for a job still `queued`; the next try finds it held (idemp
 
 from __future__ import annotations
 
+import json
+
 from broker.context import BrokerContext
 from broker.errors import IllegalTransition
-from broker.jobs import TERMINAL, JobRecord, JobStatus
+from broker.jobs import TERMINAL, JobRecord, JobStatus, parse_iso
 
 S = JobStatus
 ADMISSIBLE = frozenset({S.QUEUED, S.WAITING_QUOTA})
@@ -34,16 +36,17 @@ def admit(ctx: BrokerContext, record: JobRecord, cache: dict[str, int | None] | 
     gpus = spec.total_gpus
     free = cluster_gpus_free(ctx, spec.namespace, cache) if gpus > 0 else None
     decision = ctx.quota.admit(spec.namespace, record.name, record.attempt, gpus,
-                               ctx.settings.quota_for(spec.namespace), free)
+                               ctx.settings.quota_for(spec.namespace), free, _joins_line_at(record))
     try:
         if decision.admitted:
             return ctx.store.transition(record.name, S.ADMITTED, reason=decision.detail,
                                         expect_from={record.status}, expect_attempt=record.attempt)
+        info = json.dumps(decision.queue, sort_keys=True) if decision.queue else ""
         if record.status == S.QUEUED:
             ctx.store.transition(record.name, S.WAITING_QUOTA, reason=decision.detail,
-                                 expect_from={S.QUEUED}, expect_attempt=record.attempt)
-        elif record.detail != decision.detail:
-            ctx.store.update(record.name, detail=decision.detail)
+                                 expect_from={S.QUEUED}, expect_attempt=record.attempt, queue_info=info)
+        elif record.detail != decision.detail or (record.queue_info or "") != info:
+            ctx.store.update(record.name, detail=decision.detail, queue_info=info)
     except IllegalTransition:
         _release_if_moved_on(ctx, record)
     return None
@@ -55,3 +58,9 @@ def _release_if_moved_on(ctx: BrokerContext, record: JobRecord) -> None:
     current = ctx.store.get(record.name)
     if current is None or current.attempt != record.attempt or current.status in TERMINAL:
         ctx.quota.release(record.namespace, record.name, record.attempt)
+
+
+def _joins_line_at(record: JobRecord) -> float | None:
+    """When the attempt was queued (after its recovery backoff, if any): its place in the namespace's FIFO line."""
+    stamps = [t for t in (parse_iso(record.enqueued_at or ""), parse_iso(record.not_before or "")) if t is not None]
+    return max(stamps) if stamps else None

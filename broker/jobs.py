@@ -44,7 +44,9 @@ _CLUSTER_PROGRESS = {S.RUNNING, S.RESTARTING, S.SUSPENDED, S.SUCCEEDED, S.FAILED
 #: from-state -> the states it may move to. Anything else is an illegal transition.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     S.QUEUED: frozenset({S.WAITING_QUOTA, S.ADMITTED, S.FAILED, S.CANCELLED}),
-    S.WAITING_QUOTA: frozenset({S.ADMITTED, S.QUEUED, S.FAILED, S.CANCELLED}),
+    # waiting_quota -> a cluster state: in Kueue mode the object exists while it waits (suspended) and moves on
+    # when Kueue admits it; a cancel then goes through the broker (`cancelling`), which deletes the object.
+    S.WAITING_QUOTA: frozenset({S.ADMITTED, S.QUEUED, S.FAILED, S.CANCELLED} | _CLUSTER_PROGRESS | {S.SUBMITTED}),
     # admitted -> waiting_quota: the cluster's own ResourceQuota refused what our ledger allowed.
     S.ADMITTED: frozenset({S.SUBMITTED, S.WAITING_QUOTA, S.FAILED, S.CANCELLING}),
     S.SUBMITTED: frozenset(_CLUSTER_PROGRESS),
@@ -56,6 +58,12 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     S.FAILED: frozenset({S.QUEUED}),  # retry
     S.CANCELLED: frozenset({S.QUEUED}),  # retry
 }
+
+
+def cancels_at_once(status: JobStatus, cluster_object: str | None) -> bool:
+    """A cancel that needs no cluster call: the job waits and no object of it exists (in Kueue mode a waiting job
+    has a suspended object, which the broker's cancel deletes)."""
+    return status in CANCEL_AT_ONCE and not cluster_object
 
 
 def now_iso(epoch_s: float | None = None) -> str:
@@ -96,6 +104,7 @@ RESERVED_ENV = frozenset(
         "CONFIG_PATH",
         "RESUME_FROM_CHECKPOINT",
         "TRAINING_EXTRA_ARGS_JSON",
+        "TRAINER_ATTEMPT",
         "RANK",
         "WORLD_SIZE",
         "LOCAL_RANK",
@@ -131,6 +140,10 @@ class JobSpec:
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     labels: dict[str, str] = dataclasses.field(default_factory=dict)
     annotations: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: `{"max_attempts": n, "backoff_s": s}` from the request; None uses the namespace's default.
+    recovery: dict[str, Any] | None = None
+    #: Kueue LocalQueue (admission mode `kueue`); None uses the namespace's default.
+    queue: str | None = None
 
     @property
     def total_gpus(self) -> int:
@@ -154,12 +167,15 @@ class JobSpec:
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def spec_hash(self) -> str:
-        """A stable hash of everything that defines the job; equal requests hash equal."""
-        canonical = json.dumps(self._view(), sort_keys=True, separators=(",", ":"))
+        """A stable hash of everything that defines the job; equal requests hash equal. Optional fields left unset
+        are not part of it, so adding one never changes the hash of requests that do not use it."""
+        data = {k: v for k, v in self._view().items() if not (k in _OPTIONAL_UNHASHED and v is None)}
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 _SPEC_FIELDS = dataclasses.fields(JobSpec)
+_OPTIONAL_UNHASHED = frozenset({"recovery", "queue"})
 
 
 def run_prefix(checkpoint_base_uri: str, run_id: str, framework: str) -> str:
@@ -185,6 +201,11 @@ class RunLayout:
     def progress(self) -> str:
         return f"{self.logs}/progress.json"
 
+    @property
+    def failure(self) -> str:
+        """The trainer's record of why an attempt failed (`trainer.failure`)."""
+        return f"{self.logs}/failure.json"
+
 
 @dataclasses.dataclass
 class JobRecord:
@@ -204,6 +225,12 @@ class JobRecord:
     enqueued_at: str = ""
     cluster_object: str | None = None
     spec_hash: str = ""
+    #: An automatic recovery's attempt is not submitted before this time (ISO, UTC); empty otherwise.
+    not_before: str | None = None
+    #: Why the previous attempt failed and whether it was recovered (`broker.recovery`), for the status.
+    last_failure: str | None = None
+    #: The job's place in its namespace's line while it waits (JSON of `broker.queue.QueueInfo`), else empty.
+    queue_info: str | None = None
     #: The tenant that submitted the job ("" on records from before tenants: the implicit tenant `default`).
     tenant: str = ""
 
@@ -269,6 +296,9 @@ class JobRecord:
             enqueued_at=raw.get("enqueued_at", ""),
             cluster_object=opt("cluster_object"),
             spec_hash=raw.get("spec_hash", ""),
+            not_before=opt("not_before"),
+            last_failure=opt("last_failure"),
+            queue_info=opt("queue_info"),
             tenant=raw.get("tenant", ""),
         )
 

@@ -11,10 +11,14 @@ All keys are under one prefix `p` (`TRAINER_REDIS_PREFIX`, `tb:` by default):
 - `p entered:<s>` sorted set: name -> epoch ms when the job entered status `s` (FIFO of `waiting_quota`, staleness
   of `queued`).
 - `p quota:held:<ns>` hash `<job>#<attempt>` → GPUs reserved; `p quota:line:<ns>` sorted set of waiting jobs by
-  the time they first queued for admission (ms); `p quota:need:<ns>` hash job → GPUs it needs; `p quota:namespaces`
-  set of the namespaces that ever asked for admission (the ledgers are found without scanning the keyspace).
+  when their attempt was queued (ms; after a recovery's backoff); `p quota:need:<ns>` hash job → GPUs it needs;
+  `p quota:namespaces` set of the namespaces that ever asked for admission (the ledgers are found without scanning
+  the keyspace).
 - `p sync:lock` the periodic sync's lock (redis-py's `Lock`); `p sync:missing` hash `<job>#<attempt>` → sync cycles
   its object was missing; `p sync:nudged` hash job → when the sync last re-sent its task.
+- `p recovery:due` sorted set: job → epoch ms when its automatic recovery's backoff ends (`broker.recovery`).
+- `p dryrun:<token>` string: a dry run's parked request (JSON, short TTL); `p dryrun:<token>:answer` list: the
+  broker's answer, which the API pops (`broker.dryrun`).
 - `p readyz` a tiny string `/readyz` writes (with a TTL) to prove Redis accepts writes.
 
 Lua scripts receive every key they touch as `KEYS` (the status indexes of a transition as one block per status,
@@ -98,6 +102,16 @@ class Keys:
     @property
     def sync_nudged(self) -> str:
         return f"{self.prefix}sync:nudged"
+
+    @property
+    def recovery_due(self) -> str:
+        return f"{self.prefix}recovery:due"
+
+    def dry_run_request(self, token: str) -> str:
+        return f"{self.prefix}dryrun:{token}"
+
+    def dry_run_answer(self, token: str) -> str:
+        return f"{self.prefix}dryrun:{token}:answer"
 
     @property
     def finished(self) -> str:

@@ -4,9 +4,11 @@ Both decide on the job's current record and write with the store's conditional t
 attempt are checked atomically in Redis). A write that finds the job moved on meanwhile re-reads it and decides
 again, at most `MAX_TRIES` times, then raises `Busy`.
 
-- `request_cancel`: `queued`/`waiting_quota` → `cancelled` at once (no object can exist; any reservation is given
-  back); a job that may have an object on the cluster → `cancelling` (the caller deletes it: the API by enqueueing
-  the cancel task, the task itself with `broker.cancel.finish_cancel`); `cancelling` stays; terminal: nothing.
+- `request_cancel`: `queued`/`waiting_quota` with no object on the cluster → `cancelled` at once (any reservation
+  is given back; a job waiting out an automatic recovery's backoff is `queued`, so its recovery stops here); a job
+  that may have an object on the cluster (in Kueue mode a waiting job has a suspended one) → `cancelling` (the
+  caller deletes it: the API by enqueueing the cancel task, the task itself with `broker.cancel.finish_cancel`);
+  `cancelling` stays; terminal: nothing.
 - `request_retry`: `failed`/`cancelled` → `queued` with `attempt` + 1 (it resumes from the latest checkpoint).
 """
 
@@ -16,7 +18,7 @@ import dataclasses
 from enum import StrEnum
 
 from broker.errors import Busy, IllegalTransition, StaleTransition
-from broker.jobs import CANCEL_AT_ONCE, RETRYABLE, TERMINAL, JobRecord, JobStatus
+from broker.jobs import CANCEL_AT_ONCE, RETRYABLE, TERMINAL, JobRecord, JobStatus, cancels_at_once
 from broker.quota import QuotaLedger
 from broker.store import JobStore
 
@@ -50,9 +52,12 @@ def request_cancel(store: JobStore, quota: QuotaLedger, name: str) -> CancelDeci
         if record.status == S.CANCELLING:
             return CancelDecision(CancelOutcome.ALREADY_CANCELLING, record)
         try:
-            if record.status in CANCEL_AT_ONCE:
-                done = store.transition(name, S.CANCELLED, reason="cancelled before it reached the cluster",
-                                        expect_from=CANCEL_AT_ONCE, expect_attempt=record.attempt)
+            if cancels_at_once(record.status, record.cluster_object):
+                reason = "cancelled before it reached the cluster"
+                if record.not_before:
+                    reason += " (automatic recovery stopped)"
+                done = store.transition(name, S.CANCELLED, reason=reason,
+                                        expect_from={record.status} & CANCEL_AT_ONCE, expect_attempt=record.attempt)
                 quota.release(record.namespace, name, record.attempt)
                 return CancelDecision(CancelOutcome.CANCELLED, done)
             cancelling = store.transition(name, S.CANCELLING, reason="cancel requested",

@@ -8,3 +8,5 @@ from __future__ import annotations
 SUBMIT_TASK = "broker.submit_job"
 CANCEL_TASK = "broker.cancel_job"
 SYNC_TASK = "broker.sync_jobs"
+#: Its argument is a token naming the parked request (`broker.dryrun`), not a job name.
+DRY_RUN_TASK = "broker.dry_run"

@@ -17,38 +17,46 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Any
 
 import redis
 
 from broker.keys import Keys, member
+from broker.queue import queue_info
 from broker.settings import Quota
+
+#: How many names of the jobs ahead a waiting job's `queue` object lists (the count is always exact).
+AHEAD_SHOWN = 10
 
 _ADMIT = """
 -- KEYS: held, line, need, namespaces
--- ARGV: member, job, gpus, gpu_limit, job_limit, cluster_free (-1 = none), now_ms, namespace
+-- ARGV: member, job, gpus, gpu_limit, job_limit, cluster_free (-1 = none), now_ms, names_ahead_shown, namespace
 local held, line, need = KEYS[1], KEYS[2], KEYS[3]
-redis.call('SADD', KEYS[4], ARGV[8])
+redis.call('SADD', KEYS[4], ARGV[9])
 local member, job, gpus = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local gpu_limit, job_limit, cluster_free = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local used, jobs = 0, 0
 local all = redis.call('HGETALL', held)
 for i = 2, #all, 2 do used = used + tonumber(all[i]); jobs = jobs + 1 end
-if redis.call('HEXISTS', held, member) == 1 then return {'held', used, jobs, 0, 0} end
+if redis.call('HEXISTS', held, member) == 1 then return {'held', used, jobs, 0, 0, {}} end
 redis.call('ZADD', line, 'NX', tonumber(ARGV[7]), job)
 redis.call('HSET', need, job, gpus)
-local ahead = 0
+local ahead, names = 0, {}
 for _, other in ipairs(redis.call('ZRANGE', line, 0, -1)) do
   if other == job then break end
-  if tonumber(redis.call('HGET', need, other) or '0') <= gpu_limit then ahead = ahead + 1 end
+  if tonumber(redis.call('HGET', need, other) or '0') <= gpu_limit then
+    ahead = ahead + 1
+    if ahead <= tonumber(ARGV[8]) then names[#names + 1] = other end
+  end
 end
 local cluster_ok = cluster_free < 0 or gpus <= cluster_free
 if ahead == 0 and jobs + 1 <= job_limit and used + gpus <= gpu_limit and cluster_ok then
   redis.call('HSET', held, member, gpus)
   redis.call('ZREM', line, job)
   redis.call('HDEL', need, job)
-  return {'ok', used + gpus, jobs + 1, 0, 0}
+  return {'ok', used + gpus, jobs + 1, 0, 0, {}}
 end
-return {'wait', used, jobs, ahead + 1, cluster_ok and 1 or 0}
+return {'wait', used, jobs, ahead + 1, cluster_ok and 1 or 0, names}
 """
 
 
@@ -59,6 +67,8 @@ class Admission:
     admitted: bool
     detail: str
     position: int = 0
+    #: The structured `queue` object of a job that waits (`broker.queue.queue_info`); None when admitted.
+    queue: dict[str, Any] | None = None
 
 
 def ordinal(n: int) -> str:
@@ -79,18 +89,24 @@ class QuotaLedger:
         return self.keys.quota(namespace)
 
     def admit(
-        self, namespace: str, job: str, attempt: int, gpus: int, limit: Quota, cluster_free: int | None = None
+        self, namespace: str, job: str, attempt: int, gpus: int, limit: Quota, cluster_free: int | None = None,
+        queued_at: float | None = None,
     ) -> Admission:
-        """Reserve `gpus` and one job slot for this attempt, or put the job in line. Idempotent per attempt."""
+        """Reserve `gpus` and one job slot for this attempt, or put the job in line. Idempotent per attempt.
+
+        `queued_at` (epoch seconds, default now) places a job joining the line: when its attempt was queued, so two
+        submissions that run out of order still keep the order of the requests."""
+        joined_ms = int((time.time() if queued_at is None else queued_at) * 1000)
         args: list[str | int] = [member(job, attempt), job, gpus, limit.gpus, limit.jobs,
-                -1 if cluster_free is None else cluster_free, int(time.time() * 1000), namespace]
+                -1 if cluster_free is None else cluster_free, joined_ms, AHEAD_SHOWN, namespace]
         keys = [*self._keys(namespace), self.keys.quota_namespaces]
-        outcome, used, jobs, position, cluster_ok = self._admit(keys=keys, args=args)
+        outcome, used, jobs, position, cluster_ok, ahead = self._admit(keys=keys, args=args)
         if outcome in ("ok", "held"):
             return Admission(True, f"admitted: {used} of {limit.gpus} GPUs, {jobs} of {limit.jobs} jobs in use "
                                    f"in namespace {namespace}")
+        info = queue_info(namespace, gpus, limit, int(used), int(jobs), int(position), list(ahead), cluster_free)
         return Admission(False, _wait_detail(namespace, gpus, limit, int(used), int(jobs), int(position),
-                                             cluster_free if not cluster_ok else None), int(position))
+                                             cluster_free if not cluster_ok else None), int(position), info)
 
     def release(self, namespace: str, job: str, attempt: int) -> bool:
         """Give back this attempt's reservation and leave the line. Idempotent; True when something was held."""

@@ -21,8 +21,9 @@ Rules (the operator's webhook rules and defaults are in `k8s/crds/README.md`):
   `--resume` or `--logs-uri=…` stays that key's value. Lists, dicts and null travel only in the JSON. A key that
   would shadow one of the fixed flags travels only in the JSON (the API refuses such keys anyway).
 - Env: `FRAMEWORK RUN_ID MODEL_ID NUM_NODES GPUS_PER_NODE CHECKPOINT_BASE_URI CHECKPOINT_PREFIX DATASET_URI LOGS_URI
-  CONFIG_URI RESUME_FROM_CHECKPOINT TRAINING_EXTRA_ARGS_JSON` (+ `CONFIG_PATH` when the request names a config),
-  then the request's own env (only names `broker.launch_policy` allows; the API refuses the others with a 400).
+  CONFIG_URI RESUME_FROM_CHECKPOINT TRAINING_EXTRA_ARGS_JSON TRAINER_ATTEMPT` (+ `CONFIG_PATH` when the request
+  names a config), then the request's own env (only names `broker.launch_policy` allows; the API refuses the others
+  with a 400).
 - Pods: restricted by default (`broker.tenants.pod_security`): `runAsNonRoot`, no privilege escalation, capabilities
   dropped, `RuntimeDefault` seccomp, `automountServiceAccountToken: false`; the tenant may allow root and name a
   service account.
@@ -244,6 +245,7 @@ def env(record: JobRecord, allow: tuple[str, ...] | None = None) -> dict[str, st
         "CONFIG_URI": where["config"],
         "RESUME_FROM_CHECKPOINT": "true" if record.resume else "false",
         "TRAINING_EXTRA_ARGS_JSON": json.dumps(spec.extra_args, sort_keys=True, separators=(",", ":")),
+        "TRAINER_ATTEMPT": str(record.attempt),
     }
     if spec.config_path:
         out["CONFIG_PATH"] = spec.config_path

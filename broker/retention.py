@@ -1,5 +1,6 @@
 """Finished jobs expire: `TRAINER_JOB_RETENTION_S` after a job reached `succeeded`, `failed` or `cancelled`, its
-record, its events and its index entries are removed, so Redis holds what runs plus a bounded history.
+record, its events, its index entries and what the sync and recovery keep by its name (`recovery:due`,
+`sync:nudged`) are removed, so Redis holds what runs plus a bounded history.
 
 The store's transition script records every job entering a terminal state in `p finished` (name → ms); a retry takes
 it out again. Each sync cycle purges at most `batch` jobs whose time is up, oldest first: one pipelined read of
@@ -35,6 +36,7 @@ def purge_expired(store: JobStore, retention_s: float, *, batch: int = PURGE_BAT
         status, sort_key, framework, run_id, namespace, tenant = (v or "" for v in row)
         keys = [k.job(name), k.events(name), k.finished, k.index(), k.index("status", status),
                 k.index("framework", framework), k.index("run_id", run_id), k.index("namespace", namespace),
-                k.index("tenant", tenant or "default"), k.entered(status) if status else k.index("status", "")]
+                k.index("tenant", tenant or "default"), k.entered(status) if status else k.index("status", ""),
+                k.recovery_due, k.sync_nudged]
         script(keys=keys, args=[name, cutoff_ms, status, sort_key], client=pipe)
     return sum(int(n) for n in pipe.execute())

@@ -51,6 +51,17 @@ class Quota:
 
 
 @dataclasses.dataclass(frozen=True)
+class Recovery:
+    """Automatic recovery: `max_attempts` in all (the first included; 1 = none), `backoff_s` before each new one."""
+
+    max_attempts: int = 1
+    backoff_s: float = 60.0
+
+
+ADMISSION_MODES = ("builtin", "kueue")
+
+
+@dataclasses.dataclass(frozen=True)
 class BrokerSettings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     """REDIS_URL: job records, events, quota ledger, and the Celery broker and result store."""
@@ -123,6 +134,15 @@ class BrokerSettings:
     replicas inherit besides PATH, HOME, locale, PYTHONPATH and HF offline settings (e.g. a development S3's keys)."""
     job_retention_s: int = 7 * 24 * 3600
     """TRAINER_JOB_RETENTION_S: finished jobs (and their events) are removed this long after they finished."""
+    recovery: dict[str, Recovery] = dataclasses.field(default_factory=lambda: {"default": Recovery()})
+    """TRAINER_RECOVERY: JSON `{"default": {"max_attempts": 1, "backoff_s": 60}, "<namespace>": {...}}` — automatic
+    recovery of requests that carry no `recovery` field (1 attempt = no automatic recovery)."""
+    admission: str = "builtin"
+    """TRAINER_ADMISSION: `builtin` (the broker's own quota and line) or `kueue` (suspended PyTorchJobs that Kueue
+    admits)."""
+    kueue_queues: dict[str, str] = dataclasses.field(default_factory=lambda: {"default": "default"})
+    """TRAINER_KUEUE_QUEUES: JSON `{"default": "default", "<namespace>": "<LocalQueue>"}` — the Kueue LocalQueue of
+    requests that name no `queue`."""
 
     def quota_for(self, namespace: str) -> Quota:
         """The namespace's quota; a namespace without one (and no explicit `default`) admits nothing."""
@@ -135,6 +155,12 @@ class BrokerSettings:
 
     def has_quota(self, namespace: str) -> bool:
         return namespace in self.quotas or "default" in self.quotas
+
+    def recovery_for(self, namespace: str) -> Recovery:
+        return self.recovery.get(namespace) or self.recovery["default"]
+
+    def kueue_queue_for(self, namespace: str) -> str:
+        return self.kueue_queues.get(namespace) or self.kueue_queues["default"]
 
     @property
     def worst_case_call_s(self) -> float:
@@ -178,6 +204,9 @@ class BrokerSettings:
             kube_list_page_size=_int(env, "TRAINER_KUBE_LIST_PAGE_SIZE", cls.kube_list_page_size),
             visibility_timeout_s=_int(env, "TRAINER_VISIBILITY_TIMEOUT_S", cls.visibility_timeout_s),
             flower_basic_auth=env.get("FLOWER_BASIC_AUTH") or None,
+            recovery=_recovery(env.get("TRAINER_RECOVERY")),
+            admission=_choice(env, "TRAINER_ADMISSION", cls.admission, ADMISSION_MODES),
+            kueue_queues=_kueue_queues(env.get("TRAINER_KUEUE_QUEUES")),
             tenants=tenants,
             allowed_namespaces=_csv(env.get("TRAINER_ALLOWED_NAMESPACES")),
             storage_roots=_csv(env.get("TRAINER_STORAGE_ROOTS")),
@@ -224,3 +253,36 @@ def _quotas(raw: str | None, tenants: dict[str, Tenant], *, builtin_default: boo
     for tenant in tenants.values():
         quotas.update({ns: Quota(gpus=q.gpus, jobs=q.jobs) for ns, q in tenant.quotas.items()})
     return quotas
+
+
+def _recovery(raw: str | None) -> dict[str, Recovery]:
+    policies = {"default": Recovery()}
+    if not raw:
+        return policies
+    try:
+        data: Any = json.loads(raw)
+        for namespace, policy in data.items():
+            parsed = Recovery(max_attempts=int(policy.get("max_attempts", 1)),
+                              backoff_s=float(policy.get("backoff_s", Recovery.backoff_s)))
+            if parsed.max_attempts < 1 or parsed.backoff_s < 0:
+                raise ValueError("max_attempts must be at least 1 and backoff_s not negative")
+            policies[namespace] = parsed
+    except (ValueError, TypeError, AttributeError) as exc:
+        example = '{"default": {"max_attempts": 3, "backoff_s": 60}}'
+        raise SettingsError(f"TRAINER_RECOVERY must be JSON like {example}: {exc}") from exc
+    return policies
+
+
+def _kueue_queues(raw: str | None) -> dict[str, str]:
+    queues = {"default": "default"}
+    if not raw:
+        return queues
+    try:
+        data: Any = json.loads(raw)
+        for namespace, queue in data.items():
+            if not isinstance(queue, str) or not queue:
+                raise ValueError(f"the queue of {namespace!r} must be a non-empty string")
+            queues[namespace] = queue
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise SettingsError(f'TRAINER_KUEUE_QUEUES must be JSON like {{"default": "user-queue"}}: {exc}') from exc
+    return queues

@@ -45,7 +45,9 @@ if to == 'queued' and (cur == 'failed' or cur == 'cancelled') then
   attempt = attempt + 1
   set.attempt = tostring(attempt)
   set.submitted_at, set.started_at, set.finished_at, set.cluster_object = '', '', '', ''
+  set.not_before = ''
 end
+if cur == 'waiting_quota' and to ~= 'waiting_quota' then set.queue_info = '' end
 if to == 'queued' or to == 'waiting_quota' then set.enqueued_at = now end
 if to == 'submitted' then set.submitted_at = now end
 if to == 'running' and (redis.call('HGET', job, 'started_at') or '') == '' then set.started_at = now end
@@ -112,7 +114,7 @@ return {found, last}
 
 PURGE = """
 -- KEYS: job, events, finished, idx:all, idx:status:<s>, idx:framework, idx:run_id, idx:namespace, idx:tenant,
---       entered:<s>
+--       entered:<s>, recovery:due, sync:nudged
 -- ARGV: name, cutoff_ms, status (s), sort_key
 -- Removes one finished job whose retention ended: its record, events and every index entry. The caller read the
 -- record to name these keys; a job that moved since (retried, finished again) is left for a later cycle.
@@ -126,6 +128,8 @@ if f[1] then
   redis.call('ZREM', KEYS[10], name)
 end
 redis.call('ZREM', KEYS[3], name)
+redis.call('ZREM', KEYS[11], name)
+redis.call('HDEL', KEYS[12], name)
 redis.call('DEL', KEYS[1], KEYS[2])
 return 1
 """

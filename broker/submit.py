@@ -14,15 +14,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
+from broker import kueue, recovery
 from broker.admission import ADMISSIBLE, admit
 from broker.backends.errors import AlreadyExists, ClusterError, TransientClusterError
 from broker.cancel import finish_cancel
 from broker.context import BrokerContext
 from broker.errors import IllegalTransition
-from broker.jobs import ON_CLUSTER, JobRecord, JobStatus, object_name
+from broker.jobs import ON_CLUSTER, JobRecord, JobStatus, now_iso, object_name
 from broker.ownership import ForeignObject, delete_own
 from broker.render import attempt_selector, render_pytorchjob
 from broker.retry import GaveUp
@@ -40,7 +42,11 @@ def submit_job(ctx: BrokerContext, name: str) -> str:
     if record.status == S.CANCELLING:
         finish_cancel(ctx, record)
         return "cancelled"
-    if record.status in ADMISSIBLE:
+    if recovery.in_backoff(record):
+        return f"skipped: automatic recovery starts at {record.not_before}"
+    if record.status in ADMISSIBLE and kueue.enabled(ctx.settings):
+        record = _delegate_to_kueue(ctx, record)
+    elif record.status in ADMISSIBLE:
         admitted = admit(ctx, record)
         if admitted is None:
             return "waiting_quota"
@@ -50,19 +56,29 @@ def submit_job(ctx: BrokerContext, name: str) -> str:
     return _create(ctx, record)
 
 
+def _delegate_to_kueue(ctx: BrokerContext, record: JobRecord) -> JobRecord:
+    """Kueue mode: no quota of ours; the object is created suspended and Kueue admits it."""
+    queue = kueue.queue_for(record.spec, ctx.settings)
+    try:
+        return ctx.store.transition(record.name, S.ADMITTED, reason=f"admission delegated to Kueue ({queue})",
+                                    expect_from={record.status}, expect_attempt=record.attempt)
+    except IllegalTransition:
+        return ctx.store.get(record.name) or record
+
+
 def _create(ctx: BrokerContext, record: JobRecord) -> str:
     namespace = record.namespace
-    job = render_pytorchjob(record, ctx.settings)
+    job = kueue.apply(render_pytorchjob(record, ctx.settings), record, ctx.settings)
     try:
         if record.attempt > 1:
             _delete_previous_attempt(ctx, record)
         ctx.with_retries(lambda: create_own(ctx, job, record), f"create PyTorchJob {namespace}/{record.object_name()}")
     except GaveUp as exc:
-        return _fail(ctx, record, f"could not create the PyTorchJob: {exc}")
+        return _fail(ctx, record, f"could not create the PyTorchJob: {exc}", recovery.SUBMIT_GAVE_UP)
     except ForeignObject as exc:
-        return _fail(ctx, record, str(exc))
+        return _fail(ctx, record, str(exc), recovery.SUBMIT_REFUSED)
     except ClusterError as exc:
-        return _fail(ctx, record, f"the cluster refused the PyTorchJob: {exc}")
+        return _fail(ctx, record, f"the cluster refused the PyTorchJob: {exc}", recovery.SUBMIT_REFUSED)
     return _record_submitted(ctx, record)
 
 
@@ -95,6 +111,13 @@ def _delete_previous_attempt(ctx: BrokerContext, record: JobRecord) -> None:
 def _record_submitted(ctx: BrokerContext, record: JobRecord) -> str:
     obj = record.object_name()
     try:
+        if kueue.enabled(ctx.settings):
+            queue = kueue.queue_for(record.spec, ctx.settings)
+            ctx.store.transition(record.name, S.WAITING_QUOTA, reason=kueue.waiting_detail(queue),
+                                 expect_from={S.ADMITTED}, expect_attempt=record.attempt, cluster_object=obj,
+                                 submitted_at=now_iso(),
+                                 queue_info=json.dumps(kueue.queue_view(record, ctx.settings)))
+            return "waiting_quota"
         ctx.store.transition(record.name, S.SUBMITTED, reason=f"created PyTorchJob {record.namespace}/{obj}",
                              expect_from={S.ADMITTED}, expect_attempt=record.attempt, cluster_object=obj)
         return "submitted"
@@ -120,14 +143,15 @@ def _object_belongs(current: JobRecord, attempt: int) -> bool:
     if current.attempt != attempt:
         return False
     ended_on_cluster = current.status in (S.SUCCEEDED, S.FAILED) and bool(current.submitted_at)
-    return current.status in ON_CLUSTER or ended_on_cluster
+    waits_in_kueue = current.status == S.WAITING_QUOTA and bool(current.cluster_object)
+    return current.status in ON_CLUSTER or ended_on_cluster or waits_in_kueue
 
 
-def _fail(ctx: BrokerContext, record: JobRecord, detail: str) -> str:
+def _fail(ctx: BrokerContext, record: JobRecord, detail: str, cause: str) -> str:
     log.warning("job %s attempt %d failed to submit: %s", record.name, record.attempt, detail)
     try:
-        ctx.store.transition(record.name, S.FAILED, reason=detail, expect_from={S.ADMITTED},
-                             expect_attempt=record.attempt)
+        failed = ctx.store.transition(record.name, S.FAILED, reason=detail, expect_from={S.ADMITTED},
+                                      expect_attempt=record.attempt)
         ctx.quota.release(record.namespace, record.name, record.attempt)
     except IllegalTransition as stale:
         current = ctx.store.get(record.name)
@@ -135,4 +159,4 @@ def _fail(ctx: BrokerContext, record: JobRecord, detail: str) -> str:
             finish_cancel(ctx, current)
             return "cancelled"
         return f"skipped: job is {stale.current}"
-    return "failed"
+    return "recovering" if recovery.after_failure(ctx, failed, cause, detail) == "recovering" else "failed"

@@ -28,6 +28,7 @@ from typing import Any
 
 from redis.exceptions import LockError
 
+from broker import kueue, recovery
 from broker.admission import admit
 from broker.backends.errors import ClusterError
 from broker.context import BrokerContext
@@ -54,6 +55,7 @@ class SyncReport:
     vanished: list[str] = dataclasses.field(default_factory=list)
     admitted: list[str] = dataclasses.field(default_factory=list)
     requeued: list[str] = dataclasses.field(default_factory=list)
+    recovering: list[str] = dataclasses.field(default_factory=list)
     skipped: bool = False
     expired: int = 0
 
@@ -91,9 +93,10 @@ def sync_jobs(ctx: BrokerContext) -> SyncReport:
     try:
         report = SyncReport()
         sync_cluster_status(ctx, report)
+        reconcile_quota(ctx)  # before admission: a job that left the line no longer counts ahead of others
+        report.requeued += recovery.start_due(ctx)
         admit_waiting(ctx, report)
         requeue_stuck(ctx, report)
-        reconcile_quota(ctx)
         report.expired = purge_expired(ctx.store, ctx.settings.job_retention_s)
         return report
     finally:
@@ -103,9 +106,16 @@ def sync_jobs(ctx: BrokerContext) -> SyncReport:
             log.warning("status sync: the lock expired before the cycle ended; raise TRAINER_SYNC_INTERVAL_S")
 
 
+def _tracked(record: JobRecord) -> bool:
+    """The job has an object on the cluster to follow (a Kueue job waits with its object suspended)."""
+    return record.status in ON_CLUSTER or (record.status == S.WAITING_QUOTA and bool(record.cluster_object))
+
+
 def sync_cluster_status(ctx: BrokerContext, report: SyncReport) -> None:
-    for namespace, names in ctx.store.by_namespace(*ON_CLUSTER).items():
-        records = [r for r in ctx.store.load(names) if r.status in ON_CLUSTER]
+    for namespace, names in ctx.store.by_namespace(*ON_CLUSTER, S.WAITING_QUOTA).items():
+        records = [r for r in ctx.store.load(names) if _tracked(r)]
+        if not records:
+            continue
         try:
             objects = ctx.backend.list(namespace, MANAGED_SELECTOR)
         except ClusterError as exc:
@@ -134,7 +144,13 @@ def _changes(ctx: BrokerContext, records: list[JobRecord], by_name: dict[str, An
             continue
         if attempt in counted:
             seen_again.append(attempt)
+        if kueue.is_suspended_by_kueue(obj) and record.status in (S.WAITING_QUOTA, S.SUBMITTED):
+            continue  # still waiting for Kueue's admission (its detail was written when it was created)
         mapped = map_status(obj)
+        if record.status == S.WAITING_QUOTA and (mapped is None or mapped[0] == S.SUBMITTED):
+            detail = kueue.admitted_detail(obj)
+            changes.append(Change(record.name, S.SUBMITTED, detail, frozenset({S.WAITING_QUOTA}), record.attempt))
+            continue
         if mapped is None or mapped[0] in (record.status, S.SUBMITTED):  # Created alone never moves a job back
             continue
         target, detail = mapped
@@ -176,6 +192,10 @@ def _apply(ctx: BrokerContext, changes: list[Change], report: SyncReport) -> Non
         if change.to in TERMINAL:
             ctx.quota.release(result.namespace, result.name, result.attempt)
             ended.append(member(result.name, result.attempt))
+        if change.to == S.FAILED:
+            cause = recovery.VANISHED if change.name in report.vanished else recovery.CLUSTER_FAILED
+            if recovery.after_failure(ctx, result, cause, change.reason) == "recovering":
+                report.recovering.append(change.name)
     if ended:
         ctx.redis.hdel(ctx.keys.sync_missing, *ended)
 
@@ -185,8 +205,8 @@ def admit_waiting(ctx: BrokerContext, report: SyncReport) -> None:
     cache: dict[str, int | None] = {}
     for record in ctx.store.load(ctx.store.names_in(S.WAITING_QUOTA)):
         name = record.name
-        if record.status != S.WAITING_QUOTA:
-            continue
+        if record.status != S.WAITING_QUOTA or record.cluster_object:
+            continue  # a job with an object waits for Kueue, not for our quota
         try:
             admitted = admit(ctx, record, cache)
         except ClusterError as exc:

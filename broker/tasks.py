@@ -16,7 +16,8 @@ from broker.backends import make_backend
 from broker.cancel import cancel_job as cancel_logic
 from broker.celery_app import app
 from broker.context import BrokerContext
-from broker.names import CANCEL_TASK, SUBMIT_TASK, SYNC_TASK
+from broker.dryrun import dry_run as dry_run_logic
+from broker.names import CANCEL_TASK, DRY_RUN_TASK, SUBMIT_TASK, SYNC_TASK
 from broker.settings import BrokerSettings
 from broker.submit import submit_job as submit_logic
 from broker.sync import sync_jobs as sync_logic
@@ -52,8 +53,13 @@ def cancel_job(name: str) -> str:
     return outcome
 
 
+@app.task(name=DRY_RUN_TASK, acks_late=True, max_retries=0)
+def dry_run(token: str) -> str:
+    return dry_run_logic(context(), token)
+
+
 @app.task(name=SYNC_TASK, acks_late=True, max_retries=0)
 def sync_jobs() -> dict[str, object]:
     report = sync_logic(context())
     return {"changed": report.changed, "vanished": report.vanished, "admitted": report.admitted,
-            "requeued": report.requeued, "skipped": report.skipped}
+            "requeued": report.requeued, "recovering": report.recovering, "skipped": report.skipped}

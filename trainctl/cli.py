@@ -9,6 +9,8 @@
     trainctl cancel NAME          POST /train/NAME/cancel
     trainctl retry NAME           POST /train/NAME/retry
     trainctl wait NAME            polls status and /progress until the job ends (a progress bar in a terminal)
+    trainctl queue                GET /queue (--namespace): the jobs waiting for quota, first in line first
+    trainctl submit FILE --dry-run   POST /train?dry_run=true: what the cluster and the admission would say
 
 The API is at `TRAINER_BASE_URL` (default http://127.0.0.1:8080), the token in `TRAINER_API_TOKEN`; `--url` and
 `--token` override them. Exit codes: 0 success; 1 the API refused (its message and fields are printed) or the waited
@@ -26,6 +28,7 @@ from typing import Any, TextIO
 from trainctl.client import ApiUnreachable, Client, TrainerError, WaitTimeout
 from trainctl.display import display_for
 from trainctl.metrics import render as render_metrics
+from trainctl.sched import show_dry_run, show_queue
 
 EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
 
@@ -79,6 +82,8 @@ def _read_request(path: str) -> Any:
 
 
 def cmd_submit(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    if args.dry_run:
+        return show_dry_run(client, _read_request(args.file), args.json, out)
     job = client.submit(_read_request(args.file))
     print(job_line(job), file=out)
     return wait_for_job(client, job["name"], args.interval, args.timeout, out) if args.wait else 0
@@ -141,6 +146,10 @@ def cmd_wait(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     return wait_for_job(client, args.name, args.interval, args.timeout, out)
 
 
+def cmd_queue(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    return show_queue(client, args.namespace, args.json, out)
+
+
 Command = Callable[[Client, argparse.Namespace, TextIO], int]
 
 
@@ -164,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit = command("submit", cmd_submit, "submit a TrainingJobRequest (JSON file, - for stdin)", named=False)
     submit.add_argument("file")
     submit.add_argument("--wait", action="store_true", help="then wait for the job to end")
+    submit.add_argument("--dry-run", action="store_true", help="check it with the cluster; store nothing")
+    submit.add_argument("--json", action="store_true", help="with --dry-run: print the whole answer")
     waiting(submit)
     command("status", cmd_status, "show a job").add_argument("--json", action="store_true")
     listing = command("list", cmd_list, "list jobs, newest first", named=False)
@@ -178,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     command("cancel", cmd_cancel, "cancel a job")
     command("retry", cmd_retry, "retry a failed or cancelled job from its latest checkpoint")
     waiting(command("wait", cmd_wait, "wait for a job to end, showing its progress"))
+    queue = command("queue", cmd_queue, "the jobs waiting for quota, first in line first", named=False)
+    queue.add_argument("--namespace")
+    queue.add_argument("--json", action="store_true")
     return parser
 
 

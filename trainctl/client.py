@@ -17,12 +17,14 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict, overload
 
 import requests
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 TOKEN_HEADER = "X-TRAINER-TOKEN"
+#: How long a dry run may take at least: the API waits up to TRAINER_DRY_RUN_TIMEOUT_S (30 s by default) for a worker.
+DRY_RUN_TIMEOUT_S = 45.0
 
 
 class Job(TypedDict, total=False):
@@ -41,11 +43,35 @@ class Job(TypedDict, total=False):
     created_at: str
     updated_at: str
     finished_at: str | None
+    queue: dict[str, Any] | None
+    recovery: dict[str, Any]
 
 
 class JobPage(TypedDict):
     jobs: list[Job]
     next_cursor: str | None
+
+
+class Queue(TypedDict):
+    """`GET /queue`: a namespace's waiting jobs, first in line first, each with its `queue` object."""
+
+    namespace: str
+    admission: str
+    jobs: list[Job]
+
+
+class DryRun(TypedDict, total=False):
+    """`POST /train?dry_run=true`: what the cluster and the admission would say; nothing is stored."""
+
+    dry_run: bool
+    valid: bool
+    job_name: str
+    namespace: str
+    object: dict[str, Any]
+    cluster: dict[str, Any]
+    admission: dict[str, Any]
+    existing: dict[str, Any] | None
+    error: dict[str, Any]
 
 
 class TrainerError(Exception):
@@ -147,10 +173,34 @@ class Client:
 
     # --- the API's routes ---
 
-    def submit(self, request: Mapping[str, Any]) -> Job:
-        """POST /train: the stored job (queued, or the existing one for a repeated request)."""
-        job: Job = self._request("POST", "/train", json=dict(request))
-        return job
+    @overload
+    def submit(self, request: Mapping[str, Any], *, dry_run: Literal[False] = False) -> Job: ...
+
+    @overload
+    def submit(self, request: Mapping[str, Any], *, dry_run: Literal[True]) -> DryRun: ...
+
+    def submit(self, request: Mapping[str, Any], *, dry_run: bool = False) -> Job | DryRun:
+        """POST /train: the stored job (queued, or the existing one for a repeated request).
+
+        With `dry_run`, nothing is stored or enqueued: the answer says whether the cluster accepts the rendered
+        object (`valid`, `cluster`) and what the admission would do (`admission`). A cluster's refusal (422 with a
+        `cluster` verdict) is an answer here, not an `ApiRefused`."""
+        if not dry_run:
+            job: Job = self._request("POST", "/train", json=dict(request))
+            return job
+        try:
+            response = self.session.post(f"{self.base_url}/train", params={"dry_run": "true"}, json=dict(request),
+                                         timeout=max(self.timeout_s, DRY_RUN_TIMEOUT_S))
+        except requests.RequestException as exc:
+            raise ApiUnreachable(f"cannot reach the API at {self.base_url}: {exc}") from exc
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code not in (200, 422) or not isinstance(body, dict) or "cluster" not in body:
+            raise ApiRefused(response)
+        answer: DryRun = body  # type: ignore[assignment]
+        return answer
 
     def get(self, name: str) -> Job:
         job: Job = self._get(f"/train/{name}")
@@ -172,6 +222,11 @@ class Client:
     def retry(self, name: str) -> Job:
         job: Job = self._request("POST", f"/train/{name}/retry")
         return job
+
+    def queue(self, namespace: str | None = None) -> Queue:
+        """GET /queue: the jobs waiting for admission in `namespace` (default: the API's), first in line first."""
+        body: Queue = self._get("/queue", namespace=namespace)
+        return body
 
     def metrics(self, name: str, max_points: int | None = None) -> dict[str, Any]:
         """`GET /train/NAME/metrics`: the run's series, at most `max_points` points."""

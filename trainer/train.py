@@ -16,6 +16,7 @@ from typing import Any
 
 from trainer.config import ConfigError, parse_config
 from trainer.data import DatasetError
+from trainer.failure import ERROR, INVALID_INPUT, TERMINATED, logs_uri_from_env, record_failure
 
 RUNNERS = {"hf": "trainer.runners.hf", "nemo": "trainer.runners.nemo", "meta": "trainer.runners.meta"}
 INPUT_ERRORS = (ConfigError, DatasetError)
@@ -31,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = parse_config(argv, os.environ)
     except ConfigError as exc:
         print(f"train.py: invalid settings: {exc}", file=sys.stderr)
+        record_failure(INVALID_INPUT, f"invalid settings: {exc}", logs_uri_from_env(os.environ), os.environ)
         return 2
     from trainer.context import build_context, close_context
 
@@ -39,7 +41,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         ctx = build_context(config)
     except INPUT_ERRORS as exc:
         print(f"train.py: {exc}", file=sys.stderr)
+        record_failure(INVALID_INPUT, str(exc), config.logs_uri, os.environ)
         return 2
+    except Terminated:
+        record_failure(TERMINATED, "terminated by SIGTERM while starting", config.logs_uri, os.environ)
+        raise
+    except BaseException as exc:
+        record_failure(ERROR, f"failed to start: {exc!r}", config.logs_uri, os.environ)
+        raise
     state = "failed"
     input_error: Exception | None = None
     try:
@@ -51,14 +60,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Terminated:
         ctx.logger.warning("terminated by SIGTERM: flushing uploads before exit")
         state = "terminated"
+        record_failure(TERMINATED, "terminated by SIGTERM", config.logs_uri, os.environ)
         raise
-    except BaseException:
+    except BaseException as exc:
         ctx.logger.exception("training failed")
+        record_failure(ERROR, f"training failed: {exc!r}", config.logs_uri, os.environ)
         raise
     finally:
         close_context(ctx, state == "completed", state)
     if input_error is not None:
         print(f"train.py: {input_error}", file=sys.stderr)  # the last line, after the closing log lines
+        record_failure(INVALID_INPUT, str(input_error), config.logs_uri, os.environ)
         return 2
     return 0
 

@@ -30,6 +30,11 @@ class ClusterBackend(Protocol):
         only the object of that uid (another object that took the name is refused with Conflict)."""
         ...
 
+    def validate(self, job: PyTorchJob) -> PyTorchJob:
+        """Ask the cluster to check the object without storing it (a dry-run create, `dryRun=All`): the object
+        as it would be stored. Raises Invalid (422/400), Forbidden (403) or another ClusterError."""
+        ...
+
     def gpu_quota_free(self, namespace: str) -> int | None:
         """GPUs still free under the namespace's ResourceQuota, or None when there is no such quota."""
         ...

@@ -85,6 +85,15 @@ class KubernetesBackend:
             return stored
         return _as_dict(created)
 
+    def validate(self, job: PyTorchJob) -> PyTorchJob:
+        """A create with `dryRun=All`: admission (schema, webhooks, policies) runs, nothing is stored."""
+        meta = job["metadata"]
+        with translated(f"dry-run create PyTorchJob {meta['namespace']}/{meta['name']}"):
+            checked = self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, meta["namespace"], PLURAL, job, dry_run="All", _request_timeout=self.timeout
+            )
+        return _as_dict(checked) if checked is not None else job
+
     def get(self, namespace: str, name: str) -> PyTorchJob | None:
         try:
             with translated(f"get PyTorchJob {namespace}/{name}"):

@@ -245,6 +245,15 @@ class LocalBackend:
             raise ClusterError(f"could not start {namespace}/{name} locally: {exc}") from exc
         return self._with_status(directory, stored)
 
+    def validate(self, job: PyTorchJob) -> PyTorchJob:
+        """What `create` checks (a name, runnable replicas), without starting anything."""
+        meta = job.get("metadata", {})
+        if not meta.get("name"):
+            raise Invalid("metadata.name is required")
+        self.job_dir(meta.get("namespace") or "default", meta["name"])
+        _plan(job)
+        return job
+
     def get(self, namespace: str, name: str) -> PyTorchJob | None:
         directory = self.job_dir(namespace, name)
         stored = _read_json(directory / OBJECT_FILE)

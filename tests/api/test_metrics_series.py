@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from api import run_files, run_metrics
+from api import run_metrics
+from broker import run_files
 from broker.store import JobStore
 from tests.api.conftest import AUTH
 from tests.api.test_observe import make_client, s3_env, submit  # noqa: F401  (s3_env is a fixture)

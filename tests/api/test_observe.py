@@ -13,8 +13,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from api import run_files
 from api.app import create_app
+from broker import run_files
 from broker.backends.local import LocalBackend  # the worker side: it runs the job whose logs the API reads
 from broker.store import JobStore
 from tests.api.conftest import AUTH, api_env, sample

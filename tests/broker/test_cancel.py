@@ -100,3 +100,32 @@ def test_a_cancelled_job_can_be_retried_as_attempt_two(ctx: BrokerContext, emula
     record = ctx.store.require(name)
     assert record.attempt == 2 and record.cluster_object == f"{name}-r2"
     assert [o["metadata"]["name"] for o in emulator.objects()] == [f"{name}-r2"]
+
+
+def test_a_cancel_during_a_recovery_backoff_ends_it_at_once(ctx: BrokerContext, emulator: K8sEmulator) -> None:
+    from broker import recovery
+    from broker.jobs import now_iso
+    from broker.lifecycle import CancelOutcome, request_cancel
+
+    record, _ = ctx.store.create(make_record(gpus_per_node=2))
+    ctx.store.transition(record.name, S.FAILED, reason="PyTorchJob failed")
+    ctx.store.transition(record.name, S.QUEUED, reason="automatic recovery", expect_from={S.FAILED},
+                         not_before=now_iso(9e9))
+    assert recovery.in_backoff(ctx.store.require(record.name))
+    decision = request_cancel(ctx.store, ctx.quota, record.name)
+    assert decision.outcome == CancelOutcome.CANCELLED and decision.record.status == S.CANCELLED
+    assert "automatic recovery stopped" in ctx.store.events(record.name)[-1]["reason"]
+    assert submit_job(ctx, record.name) == "skipped: job is cancelled" and emulator.objects() == []
+
+
+def test_a_waiting_job_with_an_object_is_cancelled_through_the_cluster(
+    ctx: BrokerContext, emulator: K8sEmulator
+) -> None:
+    """In Kueue mode a waiting job has a suspended object: the cancel must delete it, not just end the record."""
+    from broker.lifecycle import CancelOutcome, request_cancel
+
+    record, _ = ctx.store.create(make_record(gpus_per_node=2))
+    ctx.store.transition(record.name, S.WAITING_QUOTA, reason="waiting for Kueue admission in default",
+                         cluster_object=record.object_name())
+    decision = request_cancel(ctx.store, ctx.quota, record.name)
+    assert decision.outcome == CancelOutcome.CANCELLING and decision.record.status == S.CANCELLING

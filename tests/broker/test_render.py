@@ -164,7 +164,7 @@ def test_the_whole_one_node_object() -> None:
             "CHECKPOINT_BASE_URI": "s3://runs/base", "CHECKPOINT_PREFIX": "s3://runs/base/run-1/framework=hf",
             "DATASET_URI": "s3://data/train.jsonl", "LOGS_URI": "s3://runs/base/run-1/framework=hf/logs",
             "CONFIG_URI": "s3://runs/base/run-1/framework=hf/config", "RESUME_FROM_CHECKPOINT": "false",
-            "TRAINING_EXTRA_ARGS_JSON": '{"max_steps":5}'}.items()],
+            "TRAINING_EXTRA_ARGS_JSON": '{"max_steps":5}', "TRAINER_ATTEMPT": "1"}.items()],
         "resources": {"requests": {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": "1"},
                       "limits": {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": "1"}},
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],

@@ -34,6 +34,8 @@ DISPLAY_DEFAULTS = {
     "TRAINER_LOCAL_WORKDIR": "`~/.local/state/training-broker/jobs`",
     "TRAINER_MAX_BODY_BYTES": "`262144`",
     "TRAINER_BASE_URL": "`http://127.0.0.1:8080`",
+    "TRAINER_RECOVERY": '`{"default": {"max_attempts": 1, "backoff_s": 60}}`',
+    "TRAINER_KUEUE_QUEUES": '`{"default": "default"}`',
     "TRAINER_TENANTS": "(unset: one tenant `default`)",
     "TRAINER_ENV_ALLOW": "HF, W&B, NCCL, OMP names, `APP_*`, `USER_*`",
     "TRAINER_JOB_RETENTION_S": "`604800` (7 days)",

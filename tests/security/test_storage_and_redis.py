@@ -105,7 +105,7 @@ def test_unreachable_storage_answers_503_without_its_address(redis_url: str, tmp
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "x")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "x")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    from api import run_files
+    from broker import run_files
     run_files._s3.cache_clear()
     try:
         client = create_app({"ENVIRON": tenants_env(redis_url, tmp_path), "ENQUEUE": lambda t, n: True,

@@ -5,19 +5,22 @@ Serves `kubeflow.org/v1` PyTorchJobs and core `v1` ResourceQuotas:
 - `POST   /apis/kubeflow.org/v1/namespaces/{ns}/pytorchjobs` → 201 with `uid`, `resourceVersion`,
   `creationTimestamp`; 422 `Invalid` Status when the object breaks the CRD schema or the webhook rules
   (`tests.support.pytorchjob_rules`); 409 `AlreadyExists` Status for a taken name; any `status` sent is dropped
-  (the status subresource is on).
+  (the status subresource is on). With `?dryRun=All` the same checks run and the answer is the same, but nothing is
+  stored (what a real API server does for a dry-run create).
 - `GET    …/pytorchjobs` (LIST: `labelSelector` with `k=v`, `k==v`, `k!=v`, `k`, `!k`; `limit` + `continue`;
   `kind: PyTorchJobList`), `GET …/pytorchjobs/{name}`, `DELETE …/pytorchjobs/{name}` (records the propagation
   policy), `PATCH …/pytorchjobs/{name}/status` (merge patch).
 - `GET    /api/v1/namespaces/{ns}/resourcequotas`.
 
-Test controls (Python methods): `set_condition` / `set_replica_statuses` play the Training Operator;
-`remove` deletes, `relabel` relabels and `put` creates by hand; `set_gpu_quota` adds a ResourceQuota;
-`fail_next`, `slow_next`, `drop_next` inject faults into the next N matching requests; `calls(verb, namespace)`
-counts what the server received (verbs: `create`, `get`, `list`, `delete`, `patch`, `quota`); `requests` logs every
-request with its answer (`RequestEntry`); `chaos` takes a random fault policy (`tests.support.k8s_chaos.Chaos`);
-`write_kubeconfig(path)` points a client (or a worker process) at it. The HTTP side lives in
-`tests.support.k8s_http`, the query helpers in `tests.support.k8s_query`.
+Test controls (Python methods): `set_condition` / `set_replica_statuses` play the Training Operator,
+`set_gpu_quota` adds a ResourceQuota, `deny_next(n, message)` answers the next creates (dry runs too) 403 Forbidden
+as an admission policy does, `reject_next(n, message)` 422 Invalid as a validating admission webhook does, and
+`kueue_admit` plays Kueue (all in `tests.support.k8s_controls`); `remove` deletes, `relabel` relabels and `put`
+creates by hand; `fail_next`, `slow_next`, `drop_next` inject faults into the next N matching requests;
+`calls(verb, namespace)` counts what the server received (verbs: `create`, `get`, `list`, `delete`, `patch`,
+`quota`, `dry_run`); `requests` logs every request with its answer (`RequestEntry`); `chaos` takes a random fault
+policy (`tests.support.k8s_chaos.Chaos`); `write_kubeconfig(path)` points a client (or a worker process) at it.
+The HTTP side lives in `tests.support.k8s_http`, the query helpers in `tests.support.k8s_query`.
 """
 
 from __future__ import annotations
@@ -29,21 +32,17 @@ import tempfile
 import threading
 import uuid
 from collections import Counter
-from datetime import UTC, datetime
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from tests.support.k8s_controls import ClusterControls, now
 from tests.support.k8s_http import Fault, Handler, RequestEntry, verbs_of
 from tests.support.k8s_query import Reply, decode_continue, merge, parse_selector
 from tests.support.pytorchjob_rules import pytorchjob_problems
 
 
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class K8sEmulator:
+class K8sEmulator(ClusterControls):
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
@@ -58,6 +57,8 @@ class K8sEmulator:
         self.generation = 0
         #: The status of a successful create: 201 like a real server; 200 reproduces a server that answers 200.
         self.create_code = 201
+        #: `(remaining, code, reason, message)`: creates refused next (an admission policy's or webhook's refusal).
+        self.denials: list[tuple[int, int, str, str]] = []
         self.server: ThreadingHTTPServer | None = None
         #: Every request received, in arrival order (the invariants of tests/reliability are read from it).
         self.requests: list[RequestEntry] = []
@@ -99,6 +100,7 @@ class K8sEmulator:
             self.chaos = None
             self.create_code = 201
             self.expire_continues = 0
+            self.denials.clear()
 
     def write_kubeconfig(self, path: Path) -> Path:
         cfg = {
@@ -168,57 +170,11 @@ class K8sEmulator:
     def put(self, obj: dict[str, Any]) -> None:
         """Store an object made by someone else (another tool, a person), without counting a request."""
         with self.lock:
-            self.create(obj["metadata"]["namespace"], copy.deepcopy(obj))
-
-    def set_condition(self, namespace: str, name: str, kind: str, status: bool = True, *,
-                      reason: str | None = None, message: str = "") -> None:
-        """Write a status condition as the Training Operator does (Running and Restarting exclude each other; a
-        final condition ends Running; startTime/completionTime follow)."""
-        with self.lock:
-            obj = self.jobs[(namespace, name)]
-            st = obj.setdefault("status", {})
-            conditions: list[dict[str, Any]] = st.setdefault("conditions", [])
-            stamp = now()
-            exclusive = {"Running": ["Restarting", "Suspended"], "Restarting": ["Running"], "Succeeded": ["Running"],
-                         "Failed": ["Running"], "Suspended": ["Running"]}
-            if status:
-                for other in exclusive.get(kind, []):
-                    for cond in conditions:
-                        if cond["type"] == other and cond["status"] == "True":
-                            cond.update(status="False", lastTransitionTime=stamp, lastUpdateTime=stamp)
-            conditions[:] = [c for c in conditions if c["type"] != kind]
-            conditions.append({
-                "type": kind, "status": "True" if status else "False",
-                "reason": reason or f"PyTorchJob{kind}", "message": message or f"PyTorchJob {name} is {kind}.",
-                "lastUpdateTime": stamp, "lastTransitionTime": stamp,
-            })
-            if kind == "Running" and status:
-                st.setdefault("startTime", stamp)
-            if kind in ("Succeeded", "Failed") and status:
-                st["completionTime"] = stamp
-            self._bump(obj)
-
-    def set_replica_statuses(self, namespace: str, name: str, statuses: dict[str, dict[str, int]]) -> None:
-        with self.lock:
-            obj = self.jobs[(namespace, name)]
-            obj.setdefault("status", {})["replicaStatuses"] = statuses
-            self._bump(obj)
-
-    def set_gpu_quota(self, namespace: str, hard: int, used: int = 0, key: str = "requests.nvidia.com/gpu") -> None:
-        with self.lock:
-            self.quotas.setdefault(namespace, []).append({
-                "metadata": {"name": f"gpu-quota-{len(self.quotas[namespace])}", "namespace": namespace},
-                "spec": {"hard": {key: str(hard)}},
-                "status": {"hard": {key: str(hard)}, "used": {key: str(used)}},
-            })
-
-    def _bump(self, obj: dict[str, Any]) -> None:
-        self.version += 1
-        obj["metadata"]["resourceVersion"] = str(self.version)
+            self.create(obj["metadata"]["namespace"], copy.deepcopy(obj), by_hand=True)
 
     # --- the REST API (called by the handler, under the lock) -------------------------------------------------
 
-    def create(self, namespace: str, body: Any) -> dict[str, Any]:
+    def create(self, namespace: str, body: Any, dry_run: bool = False, by_hand: bool = False) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise Reply(400, "BadRequest", "the body is not an object")
         meta = body.setdefault("metadata", {})
@@ -229,9 +185,19 @@ class K8sEmulator:
         problems = pytorchjob_problems(body)
         if problems:
             raise Reply(422, "Invalid", f'PyTorchJob.kubeflow.org "{name}" is invalid: {"; ".join(problems)}')
+        if self.denials and not by_hand:
+            remaining, code, reason, message = self.denials[0]
+            self.denials[0] = (remaining - 1, code, reason, message)
+            if remaining <= 1:
+                self.denials.pop(0)
+            verb = "is forbidden" if code == 403 else "is invalid"
+            raise Reply(code, reason, f'PyTorchJob.kubeflow.org "{name}" {verb}: {message}')
         if (namespace, name) in self.jobs:
             raise Reply(409, "AlreadyExists", f'pytorchjobs.kubeflow.org "{name}" already exists')
         body.pop("status", None)
+        if dry_run:
+            meta.update(uid=str(uuid.uuid4()), creationTimestamp=now(), generation=1)
+            return copy.deepcopy(body)
         self.version += 1
         meta.update(uid=str(uuid.uuid4()), resourceVersion=str(self.version), creationTimestamp=now(), generation=1)
         self.jobs[(namespace, name)] = body

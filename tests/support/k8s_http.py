@@ -78,6 +78,8 @@ class Handler(BaseHTTPRequestHandler):
         if route is None:
             return self._status(Reply(404, "NotFound", f"the server could not find {split.path}"))
         verb, namespace, name = route
+        if verb == "create" and "dryRun" in query:
+            verb = "dry_run"
         entry = RequestEntry(time.time(), verb, namespace, name or _body_name(raw))
         with self.emu.lock:
             self.emu.counts[(verb, namespace)] += 1
@@ -122,6 +124,10 @@ class Handler(BaseHTTPRequestHandler):
         emu = self.emu
         if verb == "create":
             return emu.create_code, emu.create(ns, body)
+        if verb == "dry_run":
+            if query.get("dryRun") != "All":
+                raise Reply(400, "BadRequest", f"unsupported dryRun value {query.get('dryRun')!r}: only All")
+            return 201, emu.create(ns, body, dry_run=True)
         if verb == "get":
             return 200, emu.read(ns, name)
         if verb == "list":
@@ -191,5 +197,5 @@ def verbs_of(verbs: tuple[str, ...] | None) -> frozenset[str] | None:
 
 
 def _reason(code: int) -> str:
-    return {429: "TooManyRequests", 500: "InternalError", 502: "BadGateway", 503: "ServiceUnavailable",
-            504: "Timeout"}.get(code, "InternalError")
+    return {403: "Forbidden", 429: "TooManyRequests", 500: "InternalError", 502: "BadGateway",
+            503: "ServiceUnavailable", 504: "Timeout"}.get(code, "InternalError")

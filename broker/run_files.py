@@ -1,6 +1,7 @@
 """Read a run's small files (progress, logs) from its storage: a local path, `file://`, or `s3://`.
 
-The API must not import the trainer (it ships alone in its image), so this is the API's own tiny read-only reader.
+The services must not import the trainer (it ships alone in its image), so this is their own tiny read-only reader:
+the API reads progress and logs through it, the broker's recovery the trainer's `logs/failure.json`.
 S3 goes through boto3, which takes the endpoint of S3-compatible stores from `AWS_ENDPOINT_URL` itself. A missing
 object raises `FileNotFoundError`; a store that cannot answer (unreachable, timeouts, denied) `StorageUnavailable`.
 Short timeouts and few retries keep a dead store from holding an API worker.
