@@ -78,6 +78,7 @@ def run(workdir: Path, quick: bool) -> Row:
         s3.client().create_bucket(Bucket="reliability")
         with Stack(workdir / "fuzz", **s3.env()) as stack:
             stack.start_api()
+            stack.start_worker()  # a dry run is answered by a worker (render + the cluster's dryRun=All)
             sent = hypothesis_run(stack.api_url, examples, row.problems)
             summary = schemathesis_run(stack.api_url, seconds, stack.workdir / "schemathesis.log", row.problems)
     finally:
