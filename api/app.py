@@ -70,8 +70,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     metrics = Metrics(store)
     quota = QuotaLedger(client, settings.broker.key_prefix)
     app.extensions.update(
-        job_store=store, quota=quota, enqueue=enqueue, request_schema=request_schema, metrics=metrics,
-        openapi=build_spec(request_schema), tokens=tokens,
+        job_store=store, quota=quota, enqueue=enqueue, request_schema=request_schema, metrics=metrics, tokens=tokens,
     )
 
     metrics.install(app)  # first, so refused requests are counted and timed too
@@ -79,4 +78,5 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     errors.register(app)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
+    app.extensions["openapi"] = build_spec(app, request_schema)
     return app

@@ -25,22 +25,31 @@ from typing import Any
 
 from flask import current_app, jsonify
 from flask.typing import ResponseReturnValue
+from marshmallow import EXCLUDE, Schema, fields
 
-from api.errors import ApiError, invalid
+from api.errors import ApiError
 from broker.dryrun import ANSWER_TTL_S
 from broker.jobs import JobSpec
 from broker.names import DRY_RUN_TASK
 
-_TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no", ""}
+
+class _Flag(fields.Boolean):
+    """A query flag: `true`/`1`/`yes` or `false`/`0`/`no`/empty, in any case and with spaces around."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        return bool(super()._deserialize(value.strip().lower() if isinstance(value, str) else value, attr, data,
+                                         **kwargs))
 
 
-def dry_run_flag(raw: str | None) -> bool:
-    if raw is None:
-        return False
-    value = raw.strip().lower()
-    if value not in _TRUE | _FALSE:
-        raise invalid({"dry_run": ["must be true or false"]})
-    return value in _TRUE
+class DryRunQuerySchema(Schema):
+    """Query parameters of `POST /train`."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    dry_run = _Flag(load_default=False, truthy={"true", "1", "yes"}, falsy={"false", "0", "no", ""},
+                    error_messages={"invalid": "must be true or false"},
+                    metadata={"description": "validate, render, ask the cluster (dryRun=All), preview admission"})
 
 
 def answer_dry_run(spec: JobSpec, tenant: str) -> ResponseReturnValue:

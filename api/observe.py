@@ -31,9 +31,11 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
+from marshmallow import EXCLUDE, Schema, fields, validate
 
 from api import run_metrics, tenants
-from api.errors import ApiError, invalid
+from api.apidoc import documented
+from api.errors import ApiError
 from broker import run_files
 from broker.backends import replica_logs
 from broker.jobs import JobRecord
@@ -109,6 +111,9 @@ def _load_progress(uri: str, root: str, max_bytes: int) -> dict[str, Any] | str 
 
 
 @bp.get("/<name>/progress")
+@documented("Training progress (logs/progress.json)", {
+    200: "the last reported progress", 404: "no such job, or no progress yet",
+    422: "progress.json larger than the limit"})
 def progress(name: str) -> ResponseReturnValue:
     record = _visible(name)
     layout = record.layout
@@ -126,20 +131,37 @@ def progress(name: str) -> ResponseReturnValue:
     return jsonify({"name": name, "status": record.status.value, "attempt": record.attempt, "progress": data})
 
 
-def _max_points() -> int:
-    raw = request.args.get("max_points", str(run_metrics.DEFAULT_POINTS))
-    try:
-        points = int(raw)
-    except ValueError:
-        points = -1
-    if not 0 < points <= run_metrics.MAX_POINTS:
-        raise invalid({"max_points": [f"must be an integer from 1 to {run_metrics.MAX_POINTS}"]})
-    return points
+def _bounded(default: int, maximum: int) -> fields.Integer:
+    """A query integer from 1 to `maximum`; anything else is refused with the same message."""
+    message = f"must be an integer from 1 to {maximum}"
+    return fields.Integer(load_default=default, validate=validate.Range(min=1, max=maximum, error=message),
+                          error_messages={"invalid": message})
+
+
+class MetricsQuerySchema(Schema):
+    """Query parameters of `GET /train/<name>/metrics`."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    max_points = _bounded(run_metrics.DEFAULT_POINTS, run_metrics.MAX_POINTS)
+
+
+class LogsQuerySchema(Schema):
+    """Query parameters of `GET /train/<name>/logs`."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    tail = _bounded(DEFAULT_TAIL, MAX_TAIL)
 
 
 @bp.get("/<name>/metrics")
+@documented("The run's metrics series (logs/metrics.jsonl): loss, eval loss, lr, tokens/s by step", {
+    200: ("the series, at most max_points points", "MetricsSeries"), 400: "invalid max_points",
+    404: "no such job, or no metrics yet"}, query=MetricsQuerySchema)
 def metrics_series(name: str) -> ResponseReturnValue:
-    max_points = _max_points()
+    max_points: int = MetricsQuerySchema().load(request.args.to_dict())["max_points"]
     record = _visible(name)
     root = record.layout.prefix
     uri = f"{record.layout.logs}/metrics.jsonl"
@@ -153,17 +175,6 @@ def metrics_series(name: str) -> ResponseReturnValue:
         raise ApiError(404, "not_found", f"job {name!r} has logged no metrics yet ({uri})")
     return jsonify({"name": name, "status": record.status.value, "attempt": record.attempt,
                     "max_points": max_points, **data})
-
-
-def _tail() -> int:
-    raw = request.args.get("tail", str(DEFAULT_TAIL))
-    try:
-        tail = int(raw)
-    except ValueError:
-        tail = -1
-    if not 0 < tail <= MAX_TAIL:
-        raise invalid({"tail": [f"must be an integer from 1 to {MAX_TAIL}"]})
-    return tail
 
 
 def _local_logs(record: JobRecord, tail: int) -> list[dict[str, str]]:
@@ -196,8 +207,11 @@ def _storage_logs(record: JobRecord, tail: int) -> list[dict[str, str]]:
 
 
 @bp.get("/<name>/logs")
+@documented("The trainer's log, last `tail` lines per file", {
+    200: "log files and their last lines", 400: "invalid tail", 404: "no such job, or no logs yet"},
+    query=LogsQuerySchema)
 def logs(name: str) -> ResponseReturnValue:
-    tail = _tail()
+    tail: int = LogsQuerySchema().load(request.args.to_dict())["tail"]
     record = _visible(name)
     entries, source = _local_logs(record, tail), "local"
     if not entries:

@@ -17,6 +17,7 @@ from marshmallow import Schema, fields
 
 from api import tenants
 from api import validators as v
+from api.apidoc import documented
 from api.errors import ApiError
 from api.schemas import Checked, TrainingJobStatusSchema, status_view
 from broker import kueue
@@ -40,6 +41,8 @@ class QueueSchema(Schema):
 
 
 @bp.get("/queue")
+@documented("The jobs waiting for quota in a namespace, first in line first",
+            {200: ("the line", "Queue"), 400: "invalid query"}, query=QueueQuerySchema)
 def queue() -> ResponseReturnValue:
     settings = current_app.config["SETTINGS"].broker
     namespace = QueueQuerySchema().load(request.args.to_dict()).get("namespace") or settings.namespace

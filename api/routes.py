@@ -14,7 +14,8 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from api import tenants
-from api.dryrun import answer_dry_run, dry_run_flag
+from api.apidoc import documented
+from api.dryrun import DryRunQuerySchema, answer_dry_run
 from api.errors import ApiError, invalid
 from api.schemas import JobEventsSchema, JobListQuerySchema, status_view
 from broker.errors import JobConflict
@@ -79,12 +80,23 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_NO_JOB = {404: "no such job"}
+
+
 @bp.post("")
+@documented("Submit a training job (or, with dry_run=true, check it and store nothing)", {
+    202: ("accepted and queued", "TrainingJobStatus"),
+    200: ("the same request again: the existing job; with dry_run, the rendered object and the verdicts",
+          "TrainingJobStatus"),
+    400: "invalid request", 409: "same name, different request", 413: "body too large",
+    422: "dry_run: the cluster refused the object (cluster_refused)",
+    429: "the tenant holds as many jobs as it may (with Retry-After)",
+    504: "dry_run: no broker worker answered in time"}, query=DryRunQuerySchema, body="TrainingJobRequest")
 def submit() -> ResponseReturnValue:
     """Validate, store (before anything is enqueued), enqueue the submit task. A repeat of the same request
     returns the stored job with 200 and enqueues nothing. `?dry_run=true` stores and enqueues nothing: it answers
     what the cluster and the admission would say (`api.dryrun`)."""
-    dry = dry_run_flag(request.args.get("dry_run"))
+    dry = DryRunQuerySchema().load(request.args.to_dict())["dry_run"]
     spec = current_app.extensions["request_schema"].load(_json_object())
     settings = current_app.config["SETTINGS"]
     tenant = tenants.submitting_tenant()
@@ -110,11 +122,14 @@ def submit() -> ResponseReturnValue:
 
 
 @bp.get("/<name>")
+@documented("A job's status", {200: ("the job", "TrainingJobStatus"), **_NO_JOB})
 def get_job(name: str) -> ResponseReturnValue:
     return jsonify(_view(_require(name)))
 
 
 @bp.get("")
+@documented("List jobs, newest first", {200: ("a page of jobs", "JobList"), 400: "invalid query"},
+            query=JobListQuerySchema)
 def list_jobs() -> ResponseReturnValue:
     query = JobListQuerySchema().load(request.args.to_dict())
     try:
@@ -126,6 +141,7 @@ def list_jobs() -> ResponseReturnValue:
 
 
 @bp.get("/<name>/events")
+@documented("A job's status history", {200: ("events", "JobEvents"), **_NO_JOB})
 def job_events(name: str) -> ResponseReturnValue:
     store = _store()
     _require(name)
@@ -136,6 +152,8 @@ def job_events(name: str) -> ResponseReturnValue:
 
 
 @bp.post("/<name>/cancel")
+@documented("Cancel a job", {200: ("cancelled at once", "TrainingJobStatus"), 202: ("cancelling", "TrainingJobStatus"),
+                             409: "already finished", **_NO_JOB})
 def cancel(name: str) -> ResponseReturnValue:
     """`queued`/`waiting_quota` → `cancelled` at once (200); a job that may be on the cluster → `cancelling` and a
     cancel task (202); already `cancelling` → 202 again; terminal → 409. Decided by `broker.lifecycle`."""
@@ -153,6 +171,8 @@ def cancel(name: str) -> ResponseReturnValue:
 
 
 @bp.post("/<name>/retry")
+@documented("Retry a failed or cancelled job from its latest checkpoint",
+            {202: ("queued again", "TrainingJobStatus"), 409: "not failed or cancelled", **_NO_JOB})
 def retry(name: str) -> ResponseReturnValue:
     """`failed`/`cancelled` → `queued` with `attempt` + 1, resuming from the latest checkpoint; else 409."""
     _require(name)
@@ -165,12 +185,14 @@ def retry(name: str) -> ResponseReturnValue:
 
 
 @health.get("/healthz")
+@documented("Liveness", {200: "ok"}, open=True)
 def healthz() -> ResponseReturnValue:
     """Liveness: the process answers. No dependency is checked."""
     return jsonify({"status": "ok"})
 
 
 @health.get("/readyz")
+@documented("Readiness", {200: "ok"}, open=True)
 def readyz() -> ResponseReturnValue:
     """Readiness: Redis accepts a write (a 503 with Retry-After otherwise, through the error handler: unreachable,
     or out of memory — a Redis at `maxmemory` still answers PING but refuses every new job)."""
@@ -180,6 +202,7 @@ def readyz() -> ResponseReturnValue:
 
 
 @health.get("/metrics")
+@documented("Prometheus metrics", {200: "ok"}, open=True)
 def metrics() -> ResponseReturnValue:
     """Prometheus exposition; open like the probes (see api.auth for why)."""
     return current_app.extensions["metrics"].exposition()  # type: ignore[no-any-return]

@@ -15,6 +15,8 @@ from pathlib import Path
 from flask import Blueprint, Response, send_from_directory
 from flask.typing import ResponseReturnValue
 
+from api.apidoc import documented
+
 STATIC = Path(__file__).resolve().parent / "static"
 
 bp = Blueprint("ui", __name__, url_prefix="/ui")
@@ -32,11 +34,14 @@ def _harden(response: Response) -> Response:
 
 
 @bp.get("/")
+@documented("The jobs dashboard (HTML)", {200: {"description": "the dashboard's page",
+                                                "content": {"text/html": {"schema": {"type": "string"}}}}}, open=True)
 def index() -> ResponseReturnValue:
     return _harden(send_from_directory(STATIC, "index.html", max_age=0))
 
 
 @bp.get("/static/<path:filename>")
+@documented("The dashboard's scripts and styles", {200: "the file", 404: "no such file"}, open=True)
 def static_file(filename: str) -> ResponseReturnValue:
     """A file of api/ui/static/ (send_from_directory refuses paths that leave it)."""
     return _harden(send_from_directory(STATIC, filename, max_age=0))

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
 from flask.testing import FlaskClient
 
 from api.app import create_app
+from api.openapi import build_spec
 from api.schemas import TrainingJobRequestSchema, TrainingJobStatusSchema
 from broker.jobs import JobStatus
 from broker.store import JobStore
@@ -44,3 +48,18 @@ def test_openapi_is_generated_from_the_validating_schemas(redis_url: str) -> Non
     assert {"/train", "/train/{name}", "/train/{name}/events", "/train/{name}/cancel",
             "/train/{name}/retry"} <= set(document["paths"])
     assert document["components"]["securitySchemes"]["token"]["name"] == "X-TRAINER-TOKEN"
+
+
+def test_openapi_describes_every_rule_of_the_url_map_and_refuses_an_undescribed_one(redis_url: str) -> None:
+    app = create_app({"ENVIRON": api_env(redis_url)})
+    document = app.test_client().get("/openapi.json", headers=AUTH).get_json()
+    served = {(m.lower(), re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule))
+              for rule in app.url_map.iter_rules() for m in (rule.methods or set()) - {"HEAD", "OPTIONS"}}
+    assert served == {(m, path) for path, ops in document["paths"].items() for m in ops}
+    assert document["paths"]["/train/{name}/logs"]["get"]["parameters"][0]["name"] == "name"
+    assert document["paths"]["/ui/"]["get"]["security"] == []
+    assert set(document["paths"]["/openapi.json"]["get"]["responses"]) == {"200", "401", "403"}
+    fresh = create_app({"ENVIRON": api_env(redis_url)})
+    fresh.add_url_rule("/undescribed", "undescribed", lambda: "")
+    with pytest.raises(LookupError, match="/undescribed"):
+        build_spec(fresh, TrainingJobRequestSchema())
