@@ -138,12 +138,10 @@ def test_waiting_jobs_are_admitted_in_fifo_order_as_capacity_frees(
 
 
 def test_stuck_queued_jobs_are_enqueued_again(ctx: BrokerContext, enqueued: list[tuple[str, str]]) -> None:
-    import dataclasses
-
     record, _ = ctx.store.create(make_record())
     sync_jobs(ctx)
     assert enqueued == []
-    ctx.settings = dataclasses.replace(ctx.settings, requeue_after_s=0)
+    ctx.settings = ctx.settings.model_copy(update={"requeue_after_s": 0})
     sync_jobs(ctx)
     assert enqueued == [(SUBMIT_TASK, record.name)]
 
@@ -164,8 +162,6 @@ def test_a_cycle_skips_while_another_runs(ctx: BrokerContext) -> None:
 def test_admitted_and_cancelling_jobs_whose_task_was_lost_get_it_again(
     ctx: BrokerContext, enqueued: list[tuple[str, str]]
 ) -> None:
-    import dataclasses
-
     from broker.admission import admit
     from broker.names import CANCEL_TASK
 
@@ -175,7 +171,7 @@ def test_admitted_and_cancelling_jobs_whose_task_was_lost_get_it_again(
     ctx.store.transition(cancelling, S.CANCELLING, reason="cancel requested")
     sync_jobs(ctx)
     assert enqueued == []
-    ctx.settings = dataclasses.replace(ctx.settings, requeue_after_s=0)
+    ctx.settings = ctx.settings.model_copy(update={"requeue_after_s": 0})
     sync_jobs(ctx)
     assert sorted(enqueued) == sorted([(SUBMIT_TASK, admitted.name), (CANCEL_TASK, cancelling)])
 

@@ -1,6 +1,6 @@
 """The README's configuration tables, generated from the settings code.
 
-Each service setting is a dataclass field whose docstring reads `ENV_NAME: meaning` (broker/settings.py,
+Each service setting is a settings field whose docstring reads `ENV_NAME: meaning` (broker/settings.py,
 api/settings.py, and trainctl's in trainctl/client.py); the trainer's variables are the flag fallbacks of
 trainer/config.py.
 `tests/kit/test_readme.py` fails when README.md's tables differ from what this prints; refresh them with

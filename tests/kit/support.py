@@ -83,8 +83,15 @@ def trainer_env_names() -> set[str]:
     return set().union(*(env_names_in(p) for p in TRAINER_SETTINGS if (ROOT / p).exists()))
 
 
+def _default_of(value: ast.expr) -> ast.expr:
+    """A pydantic `Field(default, …)`'s default; any other value as it is."""
+    if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "Field" and value.args:
+        return value.args[0]
+    return value
+
+
 def documented_fields(path: str) -> list[tuple[str, str, str]]:
-    """(ENV_NAME, default source, meaning) for each dataclass field whose docstring starts `ENV_NAME: meaning`."""
+    """(ENV_NAME, default source, meaning) for each settings field whose docstring starts `ENV_NAME: meaning`."""
     tree = ast.parse((ROOT / path).read_text(), filename=path)
     rows: list[tuple[str, str, str]] = []
     for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
@@ -95,7 +102,7 @@ def documented_fields(path: str) -> list[tuple[str, str, str]]:
                 continue
             match = re.match(r"([A-Z][A-Z0-9_]+): (.*)", doc.value.value, re.S)
             if match:
-                default = ast.unparse(field.value) if field.value is not None else ""
+                default = ast.unparse(_default_of(field.value)) if field.value is not None else ""
                 rows.append((match[1], default, " ".join(match[2].split())))
     return rows
 

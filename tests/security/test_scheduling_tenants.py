@@ -3,7 +3,6 @@ a dry run renders the tenant's pod settings; the retention purge also clears wha
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -66,7 +65,7 @@ def test_a_dry_run_is_held_to_the_tenants_limits_like_a_submit(app: Flask, clien
 
 def test_a_dry_run_renders_the_tenants_pod_settings(ctx: BrokerContext, tmp_path: Path) -> None:
     relaxed = Tenant("team-a", ("ml",), (str(tmp_path),), allow_root=True, service_account="team-a-trainer")
-    ctx.settings = dataclasses.replace(ctx.settings, tenants={"team-a": relaxed})
+    ctx.settings = ctx.settings.model_copy(update={"tenants": {"team-a": relaxed}})
     spec = JobSpec(framework="hf", model_id="tiny", run_id="dr", checkpoint_base_uri=f"{tmp_path}/runs",
                    dataset_uri=f"{tmp_path}/d.jsonl", namespace="ml", job_name="hf-dr")
     pod = evaluate(ctx, spec, "team-a")["object"]["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]

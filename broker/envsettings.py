@@ -1,0 +1,124 @@
+"""The one settings mechanism of the services: typed fields read from environment variables by pydantic-settings.
+
+A settings class declares each setting once, as a field: its type, its default, its variable
+(`Field(default, validation_alias="NAME")`) and a docstring `NAME: meaning` (what the README's configuration table
+shows). `from_env(environ)` reads the variables from `environ` (default `os.environ`); constructing the class with
+keywords gives the defaults and those values, and reads no environment. A value the type refuses raises one
+`SettingsError` that names the variable: `NAME must be an integer, got 'x'`, `NAME must be at least 1, got 0`,
+`NAME must be one of a, b, got 'c'`; a field's own parser (a `BeforeValidator` raising `ValueError`) words its own.
+"""
+
+from __future__ import annotations
+
+import os
+import typing
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Self
+
+from pydantic import BeforeValidator, ValidationError
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from broker.errors import SettingsError
+
+__all__ = ["Csv", "EnvSettings", "Flag", "NoDecode", "OptionalText", "csv", "from_text", "whole_number"]
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _flag(raw: Any) -> Any:
+    return raw.strip().lower() in _TRUE if isinstance(raw, str) else raw
+
+
+def csv(raw: str) -> tuple[str, ...]:
+    """Comma-separated items, blanks dropped."""
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def whole_number(raw: Any) -> Any:
+    """For a number field that takes only a whole number from its variable."""
+    if isinstance(raw, str):
+        try:
+            return int(raw)
+        except ValueError:
+            raise PydanticCustomError("int_parsing", "not an integer") from None
+    return raw
+
+
+def _none_when_empty(raw: Any) -> Any:
+    return raw or None
+
+
+#: `1`/`true`/`yes`/`on` (any case) is true, anything else false.
+Flag = Annotated[bool, BeforeValidator(_flag)]
+#: Text; empty is the same as unset.
+OptionalText = Annotated[str | None, NoDecode, BeforeValidator(_none_when_empty)]
+#: Comma-separated names; blanks dropped.
+Csv = Annotated[tuple[str, ...], NoDecode, BeforeValidator(lambda raw: csv(raw) if isinstance(raw, str) else raw)]
+
+
+def from_text(parse: Callable[[str], Any]) -> Any:
+    """`Annotated[kind, NoDecode, from_text(parse)]`: `parse` builds the value from its variable's text (JSON with
+    its own messages, a list, …); a value given as a keyword is taken as it is."""
+    return BeforeValidator(lambda raw: parse(raw) if isinstance(raw, str) else raw)
+
+
+class _Given(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping instead of `os.environ`."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = dict(environ)
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return self._environ
+
+
+class EnvSettings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, case_sensitive=True, extra="ignore", populate_by_name=True,
+                                      arbitrary_types_allowed=True, use_attribute_docstrings=True)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # the environment comes in through from_env only
+
+    @classmethod
+    def read_env(cls, environ: Mapping[str, str] | None = None, **derived: Any) -> Self:
+        """The settings `environ` sets (default `os.environ`), with `derived` values (computed from several
+        variables) over them."""
+        raw = _Given(cls, os.environ if environ is None else environ)()
+        for name in derived:
+            raw.pop(name, None)
+            raw.pop(str(cls.model_fields[name].validation_alias), None)
+        try:
+            return cls(**{**raw, **derived})
+        except ValidationError as exc:
+            raise SettingsError("; ".join(_message(cls, e) for e in exc.errors())) from exc
+
+
+def _number(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _message(cls: type[EnvSettings], error: Any) -> str:
+    key = str(error["loc"][0]) if error["loc"] else ""
+    field = cls.model_fields.get(key) or next(
+        (f for f in cls.model_fields.values() if f.validation_alias == key), None)
+    name = str(field.validation_alias) if field is not None and field.validation_alias else key
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    if kind == "int_parsing":
+        return f"{name} must be an integer, got {value!r}"
+    if kind == "float_parsing":
+        return f"{name} must be a number, got {value!r}"
+    if kind == "greater_than_equal":
+        return f"{name} must be at least {_number(ctx['ge'])}, got {_number(value)}"
+    if kind == "literal_error" and field is not None:
+        allowed = typing.get_args(field.annotation)
+        return f"{name} must be one of {', '.join(map(str, allowed))}, got {value!r}"
+    return f"{name}: {error['msg']}"
