@@ -2,8 +2,10 @@
 
 A settings class declares each setting once, as a field: its type, its default, its variable
 (`Field(default, validation_alias="NAME")`) and a docstring `NAME: meaning` (what the README's configuration table
-shows). `from_env(environ)` reads the variables from `environ` (default `os.environ`); constructing the class with
-keywords gives the defaults and those values, and reads no environment. A value the type refuses raises one
+shows; a class whose docstring names another variable than its field reads is refused when it is defined).
+`read_env(environ)` reads the variables from `environ` (default `os.environ`); each class's `from_env` calls it with
+the values it derives from several variables. Constructing the class with keywords gives the defaults and those
+values, and reads no environment. A value the type refuses raises one
 `SettingsError` that names the variable: `NAME must be an integer, got 'x'`, `NAME must be at least 1, got 0`,
 `NAME must be one of a, b, got 'c'`; a field's own parser (a `BeforeValidator` raising `ValueError`) words its own.
 """
@@ -77,6 +79,14 @@ class _Given(EnvSettingsSource):
 class EnvSettings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, case_sensitive=True, extra="ignore", populate_by_name=True,
                                       arbitrary_types_allowed=True, use_attribute_docstrings=True)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        for name, field in cls.model_fields.items():
+            variable = field.validation_alias
+            if variable and not (field.description or "").startswith(f"{variable}: "):
+                raise TypeError(f"{cls.__name__}.{name}: its docstring must start with `{variable}: `")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

@@ -63,3 +63,14 @@ def test_keywords_give_the_defaults_and_read_no_environment(monkeypatch: pytest.
     assert BrokerSettings(namespace="ml").namespace == "ml"
     assert BrokerSettings.from_env().namespace == "from-the-environment"
     assert ApiSettings.from_env().max_nodes == 3
+
+
+def test_a_field_whose_docstring_names_another_variable_is_refused() -> None:
+    from pydantic import Field
+
+    from broker.envsettings import EnvSettings
+
+    with pytest.raises(TypeError, match="docstring must start with `TRAINER_READ: `"):
+        class Drifted(EnvSettings):
+            value: int = Field(1, validation_alias="TRAINER_READ")
+            """TRAINER_DOCUMENTED: the README would name a variable nothing reads."""
