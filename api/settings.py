@@ -12,7 +12,7 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, Field
 
-from broker.envsettings import Csv, EnvSettings, Flag, NoDecode, from_text, whole_number
+from broker.envsettings import Csv, EnvSettings, Flag, Integer, NoDecode, from_text, whole_number
 from broker.errors import SettingsError
 from broker.settings import BrokerSettings
 
@@ -39,13 +39,13 @@ class ApiSettings(EnvSettings):
     """TRAINER_API_TOKEN: accepted `X-TRAINER-TOKEN` values, comma-separated (several during a rotation)."""
     auth_disabled: Flag = Field(False, validation_alias="TRAINER_AUTH_DISABLED")
     """TRAINER_AUTH_DISABLED: `1` serves without a token. Without it and without a token the API refuses to start."""
-    max_nodes: int = Field(64, ge=1, validation_alias="TRAINER_MAX_NODES")
+    max_nodes: Integer = Field(64, ge=1, validation_alias="TRAINER_MAX_NODES")
     """TRAINER_MAX_NODES: largest `num_nodes` a request may ask for."""
-    max_gpus_per_node: int = Field(8, ge=0, validation_alias="TRAINER_MAX_GPUS_PER_NODE")
+    max_gpus_per_node: Integer = Field(8, ge=0, validation_alias="TRAINER_MAX_GPUS_PER_NODE")
     """TRAINER_MAX_GPUS_PER_NODE: largest `gpus_per_node` a request may ask for."""
-    max_body_bytes: int = Field(256 * 1024, ge=1024, validation_alias="TRAINER_MAX_BODY_BYTES")
+    max_body_bytes: Integer = Field(256 * 1024, ge=1024, validation_alias="TRAINER_MAX_BODY_BYTES")
     """TRAINER_MAX_BODY_BYTES: larger request bodies answer 413."""
-    retry_after_s: int = Field(5, ge=1, validation_alias="TRAINER_RETRY_AFTER_S")
+    retry_after_s: Integer = Field(5, ge=1, validation_alias="TRAINER_RETRY_AFTER_S")
     """TRAINER_RETRY_AFTER_S: the `Retry-After` the API sends with a 503 when Redis is unreachable or full."""
     dry_run_timeout_s: Annotated[float, BeforeValidator(whole_number)] = Field(
         30.0, ge=1, validation_alias="TRAINER_DRY_RUN_TIMEOUT_S")
@@ -55,9 +55,9 @@ class ApiSettings(EnvSettings):
     """TRAINER_TENANT_TOKENS: JSON `{"<tenant>": ["token", …]}` — each tenant's tokens (several during a rotation)."""
     operator_tokens: Csv = Field((), validation_alias="TRAINER_OPERATOR_TOKEN")
     """TRAINER_OPERATOR_TOKEN: comma-separated tokens that see, cancel and retry every tenant's jobs."""
-    max_maps_bytes: int = Field(64 * 1024, ge=1024, validation_alias="TRAINER_MAX_MAPS_BYTES")
+    max_maps_bytes: Integer = Field(64 * 1024, ge=1024, validation_alias="TRAINER_MAX_MAPS_BYTES")
     """TRAINER_MAX_MAPS_BYTES: most bytes `env`, `labels`, `annotations` and `extra_args` of one request hold in all."""
-    progress_max_bytes: int = Field(64 * 1024, ge=1024, validation_alias="TRAINER_PROGRESS_MAX_BYTES")
+    progress_max_bytes: Integer = Field(64 * 1024, ge=1024, validation_alias="TRAINER_PROGRESS_MAX_BYTES")
     """TRAINER_PROGRESS_MAX_BYTES: a `progress.json` larger than this is not read (`/progress` answers 422)."""
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     """The broker's settings (REDIS_URL, TRAINER_REDIS_PREFIX, TRAINER_NAMESPACE, …)."""

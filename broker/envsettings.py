@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, Pydanti
 
 from broker.errors import SettingsError
 
-__all__ = ["Csv", "EnvSettings", "Flag", "NoDecode", "OptionalText", "csv", "from_text", "whole_number"]
+__all__ = ["Csv", "EnvSettings", "Flag", "Integer", "NoDecode", "OptionalText", "csv", "from_text", "whole_number"]
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -51,6 +51,8 @@ def _none_when_empty(raw: Any) -> Any:
     return raw or None
 
 
+#: A whole number as Python's `int()` reads it (`5.0` is not one).
+Integer = Annotated[int, BeforeValidator(whole_number)]
 #: `1`/`true`/`yes`/`on` (any case) is true, anything else false.
 Flag = Annotated[bool, BeforeValidator(_flag)]
 #: Text; empty is the same as unset.

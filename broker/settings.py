@@ -14,7 +14,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from pydantic import Field
 from pydantic_settings import NoDecode
 
-from broker.envsettings import Csv, EnvSettings, OptionalText, csv, from_text
+from broker.envsettings import Csv, EnvSettings, Integer, OptionalText, csv, from_text, whole_number
 from broker.errors import SettingsError
 from broker.launch_policy import parse_env_allow
 from broker.tenants import DEFAULT_TENANT, Tenant, TenantConfigError, implicit_tenant, parse_tenants
@@ -48,6 +48,11 @@ ADMISSION_MODES: tuple[str, ...] = typing.get_args(AdmissionMode)
 
 
 _WORKDIR = str(Path.home() / ".local" / "state" / "training-broker" / "jobs")
+
+
+def _ttl(raw: str) -> int | None:
+    """Unset or empty keeps finished objects."""
+    return whole_number(raw) if raw else None
 
 
 def _with_password(url: str, password: str | None) -> str:
@@ -135,7 +140,7 @@ class BrokerSettings(EnvSettings):
     quotas: Annotated[dict[str, Quota], NoDecode] = Field(
         default_factory=lambda: {"default": Quota(gpus=64, jobs=20)}, validation_alias="TRAINER_QUOTAS")
     """TRAINER_QUOTAS: JSON `{"default": {"gpus": 64, "jobs": 20}, "<namespace>": {...}}`."""
-    submit_max_retries: int = Field(5, validation_alias="TRAINER_SUBMIT_MAX_RETRIES")
+    submit_max_retries: Integer = Field(5, validation_alias="TRAINER_SUBMIT_MAX_RETRIES")
     """TRAINER_SUBMIT_MAX_RETRIES: retries of one cluster call (create, delete, read quota) on a transient error
     (unreachable, timeout, 429, 5xx) before it gives up; the broker's only retry layer (Celery does not retry tasks).
     A submit that gives up fails the job; a cancel stays `cancelling` and the sync sends it again."""
@@ -146,7 +151,7 @@ class BrokerSettings(EnvSettings):
     """TRAINER_SUBMIT_BACKOFF_MAX_S: cap on one backoff delay. Worst case of one cluster call: (retries + 1) ×
     TRAINER_KUBE_TIMEOUT_S + the sum of the delays = 211 s with the defaults; a submit task makes at most four such
     calls (844 s)."""
-    vanished_grace_cycles: int = Field(3, validation_alias="TRAINER_VANISHED_GRACE_CYCLES")
+    vanished_grace_cycles: Integer = Field(3, validation_alias="TRAINER_VANISHED_GRACE_CYCLES")
     """TRAINER_VANISHED_GRACE_CYCLES: sync cycles a submitted job's object may be missing before it is failed."""
     requeue_after_s: float = Field(60.0, validation_alias="TRAINER_REQUEUE_AFTER_S")
     """TRAINER_REQUEUE_AFTER_S: a job still `queued` after this long is enqueued again."""
@@ -155,12 +160,12 @@ class BrokerSettings(EnvSettings):
     """TRAINER_LOCAL_WORKDIR: the local backend's jobs (state, replica logs); the worker and the API must share it."""
     local_terminate_grace_s: float = Field(10.0, validation_alias="TRAINER_LOCAL_TERMINATE_GRACE_S")
     """TRAINER_LOCAL_TERMINATE_GRACE_S: local backend: seconds between SIGTERM and SIGKILL when a job is deleted."""
-    job_backoff_limit: int = Field(3, validation_alias="TRAINER_JOB_BACKOFF_LIMIT")
+    job_backoff_limit: Integer = Field(3, validation_alias="TRAINER_JOB_BACKOFF_LIMIT")
     """TRAINER_JOB_BACKOFF_LIMIT: the PyTorchJob's `runPolicy.backoffLimit` (pod restarts before it fails)."""
     job_clean_pod_policy: Literal["None", "Running", "All"] = Field(
         "Running", validation_alias="TRAINER_JOB_CLEAN_POD_POLICY")
     """TRAINER_JOB_CLEAN_POD_POLICY: `runPolicy.cleanPodPolicy` — `None`, `Running` or `All`."""
-    job_ttl_s: Annotated[int | None, NoDecode, from_text(lambda raw: raw or None)] = Field(
+    job_ttl_s: Annotated[int | None, NoDecode, from_text(_ttl)] = Field(
         None, validation_alias="TRAINER_JOB_TTL_S")
     """TRAINER_JOB_TTL_S: `runPolicy.ttlSecondsAfterFinished`; unset keeps finished objects (history is in Redis)."""
     kubeconfig: OptionalText = Field(None, validation_alias="KUBECONFIG")
@@ -168,9 +173,9 @@ class BrokerSettings(EnvSettings):
     the file exists the backend defaults to `kubernetes`."""
     kube_request_timeout_s: float = Field(30.0, validation_alias="TRAINER_KUBE_TIMEOUT_S")
     """TRAINER_KUBE_TIMEOUT_S: timeout of one Kubernetes API request (connect + read)."""
-    kube_list_page_size: int = Field(500, validation_alias="TRAINER_KUBE_LIST_PAGE_SIZE")
+    kube_list_page_size: Integer = Field(500, validation_alias="TRAINER_KUBE_LIST_PAGE_SIZE")
     """TRAINER_KUBE_LIST_PAGE_SIZE: `limit` of one LIST page; the sync follows `continue` to the end."""
-    visibility_timeout_s: int = Field(3600, validation_alias="TRAINER_VISIBILITY_TIMEOUT_S")
+    visibility_timeout_s: Integer = Field(3600, validation_alias="TRAINER_VISIBILITY_TIMEOUT_S")
     """TRAINER_VISIBILITY_TIMEOUT_S: Redis transport visibility timeout — an unacknowledged task (its worker died)
     is delivered again after this long. Must exceed the longest task, a submit with all its retries (844 s with the
     defaults; the worker warns at start when it does not)."""
@@ -194,7 +199,7 @@ class BrokerSettings(EnvSettings):
     local_replica_env: Csv = Field((), validation_alias="TRAINER_LOCAL_REPLICA_ENV")
     """TRAINER_LOCAL_REPLICA_ENV: local backend: comma-separated names or patterns of the worker's environment that
     replicas inherit besides PATH, HOME, locale, PYTHONPATH and HF offline settings (e.g. a development S3's keys)."""
-    job_retention_s: int = Field(7 * 24 * 3600, validation_alias="TRAINER_JOB_RETENTION_S")
+    job_retention_s: Integer = Field(7 * 24 * 3600, validation_alias="TRAINER_JOB_RETENTION_S")
     """TRAINER_JOB_RETENTION_S: finished jobs (and their events) are removed this long after they finished."""
     recovery: Annotated[dict[str, Recovery], NoDecode, from_text(_recovery)] = Field(
         default_factory=lambda: {"default": Recovery()}, validation_alias="TRAINER_RECOVERY")

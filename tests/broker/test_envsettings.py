@@ -11,6 +11,7 @@ from broker.settings import BrokerSettings, SettingsError
 
 @pytest.mark.parametrize(("env", "message"), [
     ({"TRAINER_SUBMIT_MAX_RETRIES": "many"}, "TRAINER_SUBMIT_MAX_RETRIES must be an integer, got 'many'"),
+    ({"TRAINER_JOB_RETENTION_S": "5.0"}, "TRAINER_JOB_RETENTION_S must be an integer, got '5.0'"),
     ({"TRAINER_SYNC_INTERVAL_S": "soon"}, "TRAINER_SYNC_INTERVAL_S must be a number, got 'soon'"),
     ({"TRAINER_ADMISSION": "fifo"}, "TRAINER_ADMISSION must be one of builtin, kueue, got 'fifo'"),
     ({"TRAINER_JOB_TTL_S": "a day"}, "TRAINER_JOB_TTL_S must be an integer, got 'a day'"),
