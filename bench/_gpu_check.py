@@ -175,7 +175,6 @@ def bare_loop(p: Plan, model_dir: Path, fpt: float, peak: float | None) -> Row:
         step()
     sync()
     tps = (p.steps - warmup) * p.batch_size * p.block_size / (time.perf_counter() - started)
-    del model, optimizer
     return Row("bare loop", tps, tps * fpt / peak if peak else None,
                f"{p.steps - warmup} timed steps after {warmup} warm-up; no data pipeline, no checkpoints")
 

@@ -32,7 +32,7 @@ from trainer.tiny import write_sample_dataset
 RUNNERS = ("meta", "hf", "nemo")
 TINY_GPT2 = {"n_layer": 2, "n_embd": 64, "n_head": 2, "n_positions": 256}
 STEPS, SAVE_AT = 6, 3
-STAGED = re.compile(r"checkpoint step %d staged in ([0-9.]+)s" % SAVE_AT)
+STAGED = re.compile(rf"checkpoint step {SAVE_AT} staged in ([0-9.]+)s")
 
 
 def settings(quick: bool) -> dict[str, Any]:
