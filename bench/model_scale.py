@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> list[Figure]:
     args = parser.parse_args(argv)
     got = figures(args.quick, args.runners)
     print(table(got))
+    print("\n".join(f"- {f.name}: {f.note}" for f in got))
     return got
 
 
