@@ -37,6 +37,9 @@ RUNNERS = ("meta", "hf", "nemo")
 TINY_LLAMA = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
               "intermediate_size": 128, "max_position_embeddings": 256}
 #: Peak dense bf16 tensor FLOP/s by device name (vendor data sheets, SXM parts).
+#: Local disk the resumed launch of one runner can hold at once with the 1B model: the first checkpoint in storage and
+#: its downloaded copy, the new checkpoint written and its upload (~12 GB each: fp32 weights + AdamW state).
+DISK_NEEDED = 50 * 2**30
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
 
 
@@ -205,6 +208,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.monotonic()
     work = args.work or Path(tempfile.mkdtemp(prefix="gpu-check-"))
     work.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(work).free
+    if p.device == "cuda" and free < DISK_NEEDED:
+        print(f"gpu_check: warning: {free / 2**30:.0f} GiB free under {work}; a runner's resumed launch holds up "
+              f"to ~{DISK_NEEDED / 2**30:.0f} GiB of 1B checkpoints at once (--work picks the folder)", flush=True)
     try:
         from trainer.tiny import write_sample_dataset
 
