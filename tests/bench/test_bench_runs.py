@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 
 from bench import __main__ as runner
-from bench import api_bench, broker_bench, list_bench, memory_bench, sync_bench
+from bench import api_bench, broker_bench, list_bench, memory_bench, model_scale, sync_bench
 from bench.core import Figure
 
 
 def test_every_benchmark_module_is_discovered() -> None:
-    assert {"sync_bench", "list_bench", "memory_bench", "api_bench", "broker_bench"} <= set(runner.discover())
+    assert {"sync_bench", "list_bench", "memory_bench", "api_bench", "broker_bench", "model_scale"} <= set(
+        runner.discover())
+    assert "_gpu_check" not in runner.discover()  # bench/gpu_check.sh's, for a GPU machine: not in `make bench`
 
 
 def test_sync_bench_counts_one_list_per_namespace_page_at_a_tiny_size() -> None:
@@ -51,3 +53,16 @@ def test_api_and_broker_benchmarks_run_at_a_tiny_size() -> None:
     assert all(f.baseline and f.value > 0 for f in api)
     broker = broker_bench.figures(samples=3, load_seconds=1, throughput_jobs=10)
     assert len(broker) == 5 and all(f.value > 0 for f in broker)
+
+
+@pytest.mark.slow
+def test_model_scale_measures_memory_checkpoint_shares_and_save_cost_at_a_tiny_size() -> None:
+    """One runner, 1 vs 2 processes under torchrun, the tiny model: every figure is measured from the real runs
+    (the 124M targets are checked by `make bench`, not here)."""
+    figures = model_scale.figures(True, ["meta"])
+    assert [f.name.split(":")[0] for f in figures] == ["meta"] * 3
+    rss, shares, save = figures
+    assert rss.baseline and rss.value > 50 and rss.ratio is not None and "ranks: " in rss.note
+    assert len(shares.note.split("MB by rank: ")[1].split(";")[0].split(",")) == 2  # both ranks wrote a shard
+    assert shares.ok is True  # FSDP: DCP's shards are even, whatever the machine's speed
+    assert save.baseline and save.baseline > 0 and "staging" in save.note
