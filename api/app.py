@@ -69,8 +69,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     metrics = Metrics(store)
     quota = QuotaLedger(client, settings.broker.key_prefix)
+    # The submit task's message travels in the create script when the broker is the store's Redis (api.enqueue).
+    fused = enqueue if isinstance(enqueue, CeleryEnqueuer) and enqueue.delivers_to(settings.broker.redis_url) else None
     app.extensions.update(
-        job_store=store, quota=quota, enqueue=enqueue, request_schema=request_schema, metrics=metrics,
+        job_store=store, quota=quota, enqueue=enqueue, prepare_enqueue=fused.prepare if fused else None,
+        request_schema=request_schema, metrics=metrics,
         openapi=build_spec(request_schema), tokens=tokens,
     )
 

@@ -81,8 +81,9 @@ def _refuse_constant(name: str) -> Any:
 
 @bp.post("")
 def submit() -> ResponseReturnValue:
-    """Validate, store (before anything is enqueued), enqueue the submit task. A repeat of the same request
-    returns the stored job with 200 and enqueues nothing. `?dry_run=true` stores and enqueues nothing: it answers
+    """Validate, store (before anything is enqueued), enqueue the submit task — in the create script itself when
+    the Celery broker is the store's Redis (`api.enqueue`). A repeat of the same request returns the stored job
+    with 200 and enqueues nothing. `?dry_run=true` stores and enqueues nothing: it answers
     what the cluster and the admission would say (`api.dryrun`)."""
     dry = dry_run_flag(request.args.get("dry_run"))
     spec = current_app.extensions["request_schema"].load(_json_object())
@@ -91,9 +92,11 @@ def submit() -> ResponseReturnValue:
     tenants.check_spec(tenant, spec, settings.broker, settings.multi_tenant)
     if dry:
         return answer_dry_run(spec, tenant.name)
+    prepare = current_app.extensions["prepare_enqueue"]
+    deliver = prepare(SUBMIT_TASK, spec.job_name) if prepare is not None else None
     try:
         record, created = _store().create(JobRecord(name=spec.job_name, spec=spec, tenant=tenant.name),
-                                          max_jobs=tenant.max_jobs)
+                                          max_jobs=tenant.max_jobs, deliver=deliver or ())
     except JobConflict as exc:
         if exc.existing.owner != tenant.name:
             raise _name_taken(spec.job_name) from exc
@@ -102,7 +105,8 @@ def submit() -> ResponseReturnValue:
         raise _name_taken(spec.job_name)
     if not created:
         return _job_response(record, 200)
-    _enqueue(SUBMIT_TASK, record.name)
+    if deliver is None:  # the create script did not carry the message: send it now
+        _enqueue(SUBMIT_TASK, record.name)
     return _job_response(record, 202)
 
 

@@ -113,12 +113,15 @@ class JobStore:
 
     # --- create and read ---------------------------------------------------------------------------------------
 
-    def create(self, record: JobRecord, max_jobs: int | None = None) -> tuple[JobRecord, bool]:
+    def create(self, record: JobRecord, max_jobs: int | None = None,
+               deliver: Sequence[tuple[str, str, Any]] = ()) -> tuple[JobRecord, bool]:
         """Store a new `queued` job, atomically. Returns `(record, True)` when created, `(existing, False)` when a
         job of that name exists with the same spec hash; raises `JobConflict(existing)` when its spec differs.
 
         Status, timestamps and spec hash of `record` are set here; the first event is `created` (→ queued).
-        Raises `TooManyJobs` when the record's tenant already holds `max_jobs` records.
+        Raises `TooManyJobs` when the record's tenant already holds `max_jobs` records. `deliver`: Redis commands
+        `(LPUSH|PEXPIRE, key, argument)` run in the same script only when the job is created — the API's task
+        message (`api.enqueue.CeleryEnqueuer.prepare`), so the record and its message land in one round trip.
         """
         epoch = time.time()
         now, now_ms = now_iso(epoch), _ms(epoch)
@@ -151,9 +154,12 @@ class JobStore:
             k.index("namespace", record.namespace),
             k.entered(JobStatus.QUEUED),
             k.index("tenant", record.owner),
+            *(key for _, key, _ in deliver),
         ]
         cap = -1 if max_jobs is None else max_jobs
-        args: list[Any] = [record.spec_hash, sort_key, now_ms, json.dumps(event), record.name, cap, *_flat(fields)]
+        flat = _flat(fields)
+        args: list[Any] = [record.spec_hash, sort_key, now_ms, json.dumps(event), record.name, cap, len(flat), *flat,
+                           *(x for command, _, argument in deliver for x in (command, argument))]
         outcome, raw = self._create(keys=keys, args=args)
         if outcome == "created":
             return dataclasses.replace(record, tenant=record.owner), True

@@ -7,21 +7,32 @@ each one separately. Every key a script touches comes in `KEYS` (`broker.keys`);
 
 CREATE = """
 -- KEYS: job, events, idx:all, idx:status:queued, idx:framework, idx:run_id, idx:namespace, entered:queued,
---       idx:tenant
--- ARGV: spec_hash, sort_key, now_ms, event_json, name, max_jobs (-1 = no cap), field, value, field, value, ...
+--       idx:tenant, then the key of each delivery command
+-- ARGV: spec_hash, sort_key, now_ms, event_json, name, max_jobs (-1 = no cap), n (the count of field and value
+--       arguments), field, value, ... (n of them), then command, argument for each delivery command (LPUSH or
+--       PEXPIRE on its key: a task message sent only when the job is created)
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local same = redis.call('HGET', KEYS[1], 'spec_hash') == ARGV[1]
   return {same and 'exists' or 'conflict', redis.call('HGETALL', KEYS[1])}
 end
 local cap = tonumber(ARGV[6])
 if cap >= 0 and redis.call('ZCARD', KEYS[9]) >= cap then return {'full', {}} end
+local n = tonumber(ARGV[7])
+for a = 8 + n, #ARGV, 2 do
+  if ARGV[a] ~= 'LPUSH' and ARGV[a] ~= 'PEXPIRE' then return redis.error_reply('CREATE: delivery ' .. ARGV[a]) end
+end
 local fields = {}
-for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 8, 7 + n do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 for i = 3, 7 do redis.call('ZADD', KEYS[i], 0, ARGV[2]) end
 redis.call('ZADD', KEYS[9], 0, ARGV[2])
 redis.call('ZADD', KEYS[8], tonumber(ARGV[3]), ARGV[5])
 redis.call('RPUSH', KEYS[2], ARGV[4])
+local a = 8 + n
+for k = 10, #KEYS do
+  redis.call(ARGV[a], KEYS[k], ARGV[a + 1])
+  a = a + 2
+end
 return {'created', {}}
 """
 

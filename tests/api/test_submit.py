@@ -116,3 +116,23 @@ def test_redis_down_answers_503_with_retry_after() -> None:
         assert response.headers["Retry-After"] == "7"
         assert response.get_json()["error"]["code"] == "unavailable"
     assert client.get("/healthz").status_code == 200
+
+
+def test_with_the_broker_on_the_stores_redis_a_post_is_one_round_trip_carrying_its_message(
+        app: Flask, client: FlaskClient, store: JobStore, tasks: Any, monkeypatch: Any) -> None:
+    assert app.extensions["prepare_enqueue"] is not None  # the Celery broker is the store's Redis here
+    client.post("/train", json=sample(run_id="warm_up"), headers=AUTH)  # connections and queue declared once
+    sent: list[bytes] = []
+    original = redis.Connection.send_packed_command
+
+    def counting(self: redis.Connection, command: Any, check_health: bool = True) -> None:
+        sent.append(command)
+        original(self, command, check_health)
+
+    monkeypatch.setattr(redis.Connection, "send_packed_command", counting)
+    response = client.post("/train", json=SEED_SAMPLE, headers=AUTH)
+    assert response.status_code == 202 and len(sent) == 1  # the create script, which also pushes the message
+    assert tasks()[-1] == (SUBMIT_TASK, [SEED_NAME])
+    assert client.post("/train", json=SEED_SAMPLE, headers=AUTH).status_code == 200
+    assert [t for t in tasks() if t[1] == [SEED_NAME]] == [(SUBMIT_TASK, [SEED_NAME])]  # a repeat enqueues nothing
+    assert store.require(SEED_NAME).status == JobStatus.QUEUED

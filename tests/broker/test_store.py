@@ -10,6 +10,7 @@ from collections.abc import Iterable
 import pytest
 import redis
 
+from broker.errors import TooManyJobs
 from broker.jobs import JobRecord, JobSpec, JobStatus
 from broker.store import Change, IllegalTransition, JobConflict, JobNotFound, JobStore, StaleTransition
 
@@ -274,3 +275,24 @@ def test_two_filters_page_through_exactly_the_intersection_without_reading_other
             break
     assert seen == expected
     assert max(loaded) <= 4, "only the page's records are read"
+
+
+def test_delivery_commands_run_only_when_the_job_is_created(store: JobStore, redis_client: redis.Redis) -> None:
+    deliver = [("LPUSH", "t:queue", "message-1"), ("PEXPIRE", "t:queue", "60000")]
+    _, is_new = store.create(record(), deliver=deliver)
+    assert is_new and redis_client.lrange("t:queue", 0, -1) == ["message-1"]
+    assert 0 < redis_client.pttl("t:queue") <= 60000
+    _, is_new = store.create(record(), deliver=[("LPUSH", "t:queue", "message-2")])  # the same request again
+    assert not is_new
+    with pytest.raises(JobConflict):
+        store.create(record(model_id="other"), deliver=[("LPUSH", "t:queue", "message-3")])
+    with pytest.raises(TooManyJobs):
+        store.create(record("run-2"), max_jobs=1, deliver=[("LPUSH", "t:queue", "message-4")])
+    assert redis_client.lrange("t:queue", 0, -1) == ["message-1"]
+
+
+def test_a_delivery_command_other_than_lpush_or_pexpire_is_refused_before_anything_is_written(
+        store: JobStore, redis_client: redis.Redis) -> None:
+    with pytest.raises(redis.ResponseError, match="delivery DEL"):
+        store.create(record(), deliver=[("LPUSH", "t:queue", "m"), ("DEL", "t:other", "x")])
+    assert store.get("hf-run-1") is None and not redis_client.exists("t:queue")
