@@ -9,13 +9,22 @@ from pathlib import Path
 import pytest
 
 from bench import __main__ as runner
-from bench import api_bench, broker_bench, list_bench, memory_bench, model_scale, sync_bench
+from bench import (
+    api_bench,
+    broker_bench,
+    list_bench,
+    memory_bench,
+    model_scale,
+    runner_bench,
+    storage_bench,
+    sync_bench,
+)
 from bench.core import Figure
 
 
 def test_every_benchmark_module_is_discovered() -> None:
-    assert {"sync_bench", "list_bench", "memory_bench", "api_bench", "broker_bench", "model_scale"} <= set(
-        runner.discover())
+    assert {"sync_bench", "list_bench", "memory_bench", "api_bench", "broker_bench", "model_scale", "storage_bench",
+            "runner_bench"} <= set(runner.discover())
     assert "_gpu_check" not in runner.discover()  # bench/gpu_check.sh's, for a GPU machine: not in `make bench`
 
 
@@ -66,3 +75,18 @@ def test_model_scale_measures_memory_checkpoint_shares_and_save_cost_at_a_tiny_s
     assert len(shares.note.split("MB by rank: ")[1].split(";")[0].split(",")) == 2  # both ranks wrote a shard
     assert shares.ok is True  # FSDP: DCP's shards are even, whatever the machine's speed
     assert save.baseline and save.baseline > 0 and "staging" in save.note
+
+
+def test_storage_bench_uploads_and_counts_the_lookups_requests_at_a_tiny_size() -> None:
+    upload, *lookup = storage_bench.figures(upload_mb=20, repeats=1, counts=[3, 40])
+    assert upload.baseline and upload.value > 0
+    requests = {f.name: f for f in lookup if f.name.endswith("S3 requests")}
+    assert set(requests) == {"latest checkpoint of 3: S3 requests", "latest checkpoint of 40: S3 requests"}
+    assert all(f.ok is not False for f in requests.values())  # the lookup does not grow with the count
+
+
+@pytest.mark.slow
+def test_runner_bench_runs_both_runners_and_their_baselines_at_a_tiny_size() -> None:
+    figures = runner_bench.figures(steps=6, warmup=2, repeats=1)
+    assert [f.name.split(" ")[0] for f in figures] == ["meta", "hf"]
+    assert all(f.baseline and f.value > 0 for f in figures)
