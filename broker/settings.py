@@ -66,8 +66,8 @@ class BrokerSettings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     """REDIS_URL: job records, events, quota ledger, and the Celery broker and result store."""
     redis_password: str | None = None
-    """REDIS_PASSWORD: Redis' password, added to REDIS_URL when that holds none (the kustomize base sets it from the
-    Secret)."""
+    """REDIS_PASSWORD: Redis' password, added to REDIS_URL when that holds none (the kustomize base and
+    docker-compose set it from the operator's secrets)."""
     key_prefix: str = "tb:"
     """TRAINER_REDIS_PREFIX: prefix of every key the job store writes."""
     cluster_backend: str = "local"
@@ -116,7 +116,8 @@ class BrokerSettings:
     defaults; the worker warns at start when it does not)."""
     flower_basic_auth: str | None = None
     """FLOWER_BASIC_AUTH: `user:password[,user2:password2]`; Flower refuses to start without it, or with a user
-    or password that is empty, shorter than 12 characters (password) or a known demo value."""
+    or password that is empty, a password shorter than 12 characters, of fewer than 5 distinct characters, equal
+    to the user, or a known demo or placeholder value."""
     tenants: dict[str, Tenant] = dataclasses.field(
         default_factory=lambda: {DEFAULT_TENANT: Tenant(DEFAULT_TENANT, configured=False)})
     """TRAINER_TENANTS: JSON tenants by name — namespaces, storage roots, quotas, pod settings (see
