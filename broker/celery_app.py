@@ -22,10 +22,15 @@ log = logging.getLogger(__name__)
 __all__ = ["CANCEL_TASK", "SUBMIT_TASK", "SYNC_TASK", "app", "make_app", "refuse_unauthenticated_flower"]
 
 
-#: Common words: never accepted as a password (the deploy script also refuses the demo values of k8s/secret.env).
+#: Common words: never accepted as a password.
 KNOWN_DEMO_SECRETS = frozenset({"password", "password123", "admin", "administrator", "changeme", "letmein",
                                 "change-me", "secret", "demo", "flower", "qwerty123456", "123456789012"})
+#: Parts of the demo and placeholder values this repository once shipped or shows in its docs: a password holding one
+#: is refused (scripts/build_and_deploy.sh refuses the same parts in any value of the Secret).
+DEMO_PARTS = ("demo-password", "demo-token", "replace-me", "changeme", "change-me")
 MIN_PASSWORD = 12
+#: A password of fewer distinct characters is trivial whatever its length (`aaaaaaaaaaaa`, `abababababab`).
+MIN_DISTINCT = 5
 
 
 def weak_basic_auth(value: str | None) -> str | None:
@@ -36,7 +41,9 @@ def weak_basic_auth(value: str | None) -> str | None:
         user, sep, password = pair.strip().partition(":")
         if not sep or not user.strip() or not password.strip():
             return "FLOWER_BASIC_AUTH needs a user and a password in every user:password pair"
-        if len(password) < MIN_PASSWORD or password.lower() in KNOWN_DEMO_SECRETS or password == user:
+        lowered = password.lower()
+        if (len(password) < MIN_PASSWORD or lowered in KNOWN_DEMO_SECRETS or password == user
+                or any(part in lowered for part in DEMO_PARTS) or len(set(password)) < MIN_DISTINCT):
             return (f"FLOWER_BASIC_AUTH holds a trivial or known demo password for {user!r}: use at least "
                     f"{MIN_PASSWORD} random characters")
     return None

@@ -127,8 +127,8 @@ class BrokerSettings(EnvSettings):
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
     """REDIS_URL: job records, events, quota ledger, and the Celery broker and result store."""
     redis_password: OptionalText = Field(None, validation_alias="REDIS_PASSWORD")
-    """REDIS_PASSWORD: Redis' password, added to REDIS_URL when that holds none (the kustomize base sets it from the
-    Secret)."""
+    """REDIS_PASSWORD: Redis' password, added to REDIS_URL when that holds none (the kustomize base and
+    docker-compose set it from the operator's secrets)."""
     key_prefix: str = Field("tb:", validation_alias="TRAINER_REDIS_PREFIX")
     """TRAINER_REDIS_PREFIX: prefix of every key the job store writes."""
     cluster_backend: str = Field("local", validation_alias="TRAINER_CLUSTER_BACKEND")
@@ -181,7 +181,8 @@ class BrokerSettings(EnvSettings):
     defaults; the worker warns at start when it does not)."""
     flower_basic_auth: OptionalText = Field(None, validation_alias="FLOWER_BASIC_AUTH")
     """FLOWER_BASIC_AUTH: `user:password[,user2:password2]`; Flower refuses to start without it, or with a user
-    or password that is empty, shorter than 12 characters (password) or a known demo value."""
+    or password that is empty, a password shorter than 12 characters, of fewer than 5 distinct characters, equal
+    to the user, or a known demo or placeholder value."""
     tenants: Annotated[dict[str, Tenant], NoDecode] = Field(
         default_factory=lambda: {DEFAULT_TENANT: Tenant(DEFAULT_TENANT, configured=False)},
         validation_alias="TRAINER_TENANTS")

@@ -9,10 +9,13 @@ from __future__ import annotations
 import ast
 import base64
 import functools
+import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -107,13 +110,38 @@ def documented_fields(path: str) -> list[tuple[str, str, str]]:
     return rows
 
 
-@functools.cache
-def rendered() -> tuple[dict[str, Any], ...]:
-    """`kubectl kustomize k8s/` parsed: every object the base creates."""
+def kustomize(folder: Path) -> tuple[dict[str, Any], ...]:
+    """`kubectl kustomize <folder>` parsed."""
     kubectl = shutil.which("kubectl")
     assert kubectl, "kubectl must be on PATH to render k8s/"
-    out = subprocess.run([kubectl, "kustomize", str(ROOT / "k8s")], check=True, capture_output=True, text=True)
+    out = subprocess.run([kubectl, "kustomize", str(folder)], check=True, capture_output=True, text=True)
     return tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
+
+
+#: The Secret's values the operator would write (random for each test session: the repository holds none).
+OPERATOR_SECRETS = {"TRAINER_API_TOKEN": secrets.token_hex(24), "FLOWER_BASIC_AUTH": f"ops:{secrets.token_hex(16)}",
+                    "REDIS_PASSWORD": secrets.token_hex(24)}
+#: The secrets an operator creates (the Secret `training-broker-secrets`, compose's .env).
+SECRET_NAMES = tuple(OPERATOR_SECRETS)
+
+
+def base() -> tuple[dict[str, Any], ...]:
+    """`kubectl kustomize k8s/`: the base alone, which holds no Secret (the operator creates it)."""
+    return kustomize(ROOT / "k8s")
+
+
+@functools.cache
+def rendered() -> tuple[dict[str, Any], ...]:
+    """Every object a deploy creates: the base under an overlay that generates the Secret from an operator's file
+    (OPERATOR_SECRETS), as scripts/build_and_deploy.sh does."""
+    with tempfile.TemporaryDirectory() as tmp:
+        overlay = Path(tmp)
+        (overlay / "secret.env").write_text("".join(f"{k}={v}\n" for k, v in OPERATOR_SECRETS.items()))
+        (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+            "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+            "namespace": "training-broker", "resources": [os.path.relpath(ROOT / "k8s", overlay)],
+            "secretGenerator": [{"name": "training-broker-secrets", "envs": ["secret.env"]}]}))
+        return kustomize(overlay)
 
 
 def objects(kind: str) -> list[dict[str, Any]]:
@@ -183,6 +211,13 @@ def container_role(argv: list[str]) -> str:
 def compose() -> dict[str, Any]:
     data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     return data
+
+
+def compose_value(value: Any) -> str:
+    """A compose value as `docker compose up` with the operator's `.env` resolves it: `${NAME:?…}` (required) from
+    OPERATOR_SECRETS, `${NAME:-default}` to its default."""
+    value = re.sub(r"\$\{(\w+):\?[^}]*\}", lambda m: OPERATOR_SECRETS[m[1]], str(value))
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
 
 
 def compose_service_image(service: dict[str, Any]) -> bool:

@@ -6,16 +6,21 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
 import jsonschema
 import pytest
+import redis
 from moto.server import ThreadedMotoServer
 
+from broker.settings import BrokerSettings
 from tests.kit import support
 from tests.kit.support import compose
 from tests.support.redis_server import free_port
@@ -124,3 +129,31 @@ def test_the_service_image_runs_as_a_non_root_user() -> None:
         if support.compose_service_image(service):
             user = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(service.get("user", "")))
             assert user and user.split(":")[0] not in {"0", "root"}, name
+
+
+def test_redis_requires_the_password_that_every_service_and_the_health_check_use(tmp_path: Path) -> None:
+    password = support.OPERATOR_SECRETS["REDIS_PASSWORD"]
+    redis_service = _service("redis")
+    argv = [support.compose_value(a) for a in redis_service["command"]]
+    assert argv[0] == "redis-server" and argv[argv.index("--requirepass") + 1] == password
+    port = free_port()
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    server = subprocess.Popen([binary, *argv[1:], "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
+                               "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        health = [shutil.which("redis-cli") or "redis-cli", "-p", str(port), *redis_service["healthcheck"]["test"][2:]]
+        health_env = {k: support.compose_value(v) for k, v in redis_service["environment"].items()}
+        deadline = time.monotonic() + 10
+        while (done := subprocess.run(health, env=health_env, capture_output=True, text=True)).stdout.strip() != "PONG":
+            assert time.monotonic() < deadline, done.stdout + done.stderr
+            time.sleep(0.1)
+        with pytest.raises(redis.AuthenticationError):  # NOAUTH: nothing answers without the password
+            redis.Redis(port=port).ping()
+        for name in ("api", "worker", "beat", "flower"):
+            env = {k: support.compose_value(v) for k, v in _service(name)["environment"].items()}
+            env["REDIS_URL"] = env["REDIS_URL"].replace("//redis:6379", f"//127.0.0.1:{port}")
+            url = BrokerSettings.from_env(env).redis_url
+            assert redis.Redis.from_url(url).ping(), name
+    finally:
+        server.terminate()
+        server.wait(10)

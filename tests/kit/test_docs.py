@@ -116,16 +116,22 @@ def test_performance_describes_every_benchmark() -> None:
     assert named <= benches, f"docs/PERFORMANCE.md names missing files {sorted(named - benches)}"
 
 
-def test_the_demo_credentials_the_docs_give_are_the_deployed_ones() -> None:
-    services = support.compose()["services"]
-    compose_token = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", services["api"]["environment"]["TRAINER_API_TOKEN"])
-    compose_flower = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", services["flower"]["environment"]["FLOWER_BASIC_AUTH"])
-    secret = {}
-    for _, container in support.service_containers():
-        secret.update(support.container_env(container))
-    assert (compose_token, compose_flower) == (secret["TRAINER_API_TOKEN"], secret["FLOWER_BASIC_AUTH"])
-    deployment, usage = _read("DEPLOYMENT.md"), _read("USAGE.md")
-    assert f"`{compose_token}`" in deployment and f"`{compose_flower}`" in deployment
-    assert f'TRAINER_API_TOKEN="{compose_token}"' in usage
+def test_no_credential_is_shipped_by_the_kit_the_guides_or_the_collection() -> None:
+    """The operator creates every secret: compose demands each one, the kustomize base holds no Secret, the guides
+    give the command that generates them, and the collection's token is left for the user to set."""
+    for name, service in support.compose()["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            if key in support.SECRET_NAMES or key == "REDISCLI_AUTH":
+                assert re.fullmatch(r"\$\{(\w+):\?[^}]+\}", str(value)), (name, key, value)
+    assert not [o for o in support.base() if o["kind"] == "Secret"]
+    tracked = subprocess.run(["git", "ls-files", "k8s", ".env"], cwd=support.ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    assert "k8s/secret.env" not in tracked and ".env" not in tracked
+    ignored = subprocess.run(["git", "check-ignore", "k8s/secret.env", ".env"], cwd=support.ROOT,
+                             capture_output=True, text=True)
+    assert ignored.stdout.split() == ["k8s/secret.env", ".env"], "the operator's secret files must be git-ignored"
+    deployment = _read("DEPLOYMENT.md")
+    assert "openssl rand" in deployment and "--secrets" in deployment and "kubectl -n training-broker create secret" \
+        in deployment
     collection = {v["key"]: v["value"] for v in json.loads(COLLECTION.read_text())["variable"]}
-    assert collection["trainer_api_token"] == compose_token
+    assert collection["trainer_api_token"] == ""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,18 +35,23 @@ def wait_for(check: Callable[[], T], timeout: float = 30.0, what: str = "conditi
 
 
 class CeleryWorker:
-    def __init__(self, env: dict[str, str], workdir: Path, *, beat: bool = False, concurrency: int = 2) -> None:
+    def __init__(self, env: dict[str, str], workdir: Path, *, beat: bool = False, concurrency: int = 2,
+                 events: bool = False) -> None:
         self.env = env
         self.workdir = workdir
         self.beat = beat
         self.concurrency = concurrency
+        #: `-E` and heartbeats on, as a monitor (Flower) needs them to list the worker; off by default (quieter).
+        self.events = events
+        #: The node name the worker registers under (`-n`), as Flower and `celery inspect` show it.
+        self.hostname = f"test-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
         self.log = workdir / f"worker-{uuid.uuid4().hex[:6]}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 90.0) -> CeleryWorker:
         argv = [sys.executable, "-m", "celery", "-A", "broker.celery_app", "worker", "-l", "info",
-                "-c", str(self.concurrency), "-n", f"test-{uuid.uuid4().hex[:6]}@%h",
-                "--without-gossip", "--without-mingle", "--without-heartbeat"]
+                "-c", str(self.concurrency), "-n", self.hostname, "--without-gossip", "--without-mingle",
+                *(["-E"] if self.events else ["--without-heartbeat"])]
         if self.beat:
             argv += ["-B", "-s", str(self.workdir / f"beat-{uuid.uuid4().hex[:6]}")]
         with self.log.open("wb") as log:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.s3 import S3Server
+from tests.trainer.metrics_api import assert_api_reads_the_runs_metrics
 from tests.trainer.runs import (
     check_layout,
     kill_group,
@@ -151,3 +152,8 @@ def test_two_processes_under_torchrun_through_the_train_py_path(tiny_model: Path
     check_layout(LocalStorage(), prefix, [10, 20, 30], total_steps=30, world_size=2)
     for rank in (0, 1):
         assert "resuming from step 20" in (Path(prefix) / "logs" / f"train-rank{rank}.log").read_text()
+
+
+def test_the_api_metrics_series_reads_what_this_runner_wrote(reference_run: dict, redis_url: str,
+                                                              tmp_path: Path) -> None:
+    assert_api_reads_the_runs_metrics(redis_url, tmp_path / "jobs", Path(reference_run["prefix"]))

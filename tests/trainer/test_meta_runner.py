@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tests.support.s3 import S3Server
+from tests.trainer.metrics_api import assert_api_reads_the_runs_metrics
 from tests.trainer.runs import (
     check_layout,
     kill_group,
@@ -202,3 +203,8 @@ def test_a_bad_dataset_under_torchrun_exits_2_on_every_rank_with_its_one_line(ti
     assert lines == [f"train.py: {dataset} line 3: malformed JSON (Expecting property name enclosed in double "
                      "quotes)"] * 2, result.stderr[-3000:]
     assert "exitcode  : 2" in result.stderr
+
+
+def test_the_api_metrics_series_reads_what_this_runner_wrote(reference_run: dict, redis_url: str,
+                                                              tmp_path: Path) -> None:
+    assert_api_reads_the_runs_metrics(redis_url, tmp_path / "jobs", Path(reference_run["prefix"]))

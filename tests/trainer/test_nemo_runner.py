@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from tests.support.s3 import S3Server
+from tests.trainer.metrics_api import assert_api_reads_the_runs_metrics
 from tests.trainer.runs import (
     check_layout,
     kill_group,
@@ -156,3 +157,8 @@ def test_nemo_exp_manager_drives_checkpoints_and_resume_when_nemo_is_installed(t
     assert "nemo: resumed at step 10 (RNG restored)" in second.stderr
     resumed = check_layout(LocalStorage(), str(prefix), [10, 20], total_steps=20)
     assert train_rows(resumed["metrics"]) == train_rows(layout["metrics"])
+
+
+def test_the_api_metrics_series_reads_what_this_runner_wrote(reference_run: dict, redis_url: str,
+                                                              tmp_path: Path) -> None:
+    assert_api_reads_the_runs_metrics(redis_url, tmp_path / "jobs", Path(reference_run["prefix"]))
