@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller loads, a few minutes in all (make test)")
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, help="run these scenarios only")
     parser.add_argument("--soak-s", type=float, help="length of the soak in seconds (default 3600)")
+    parser.add_argument("--trainer-runs", type=int, help="runs of each trainer scenario (default 20 and 10; quick 2)")
     parser.add_argument("--write", type=Path, help="write the table into this Markdown file")
     parser.add_argument("--workdir", type=Path, help="keep the logs here (default: a temporary directory)")
     args = parser.parse_args(argv)
@@ -44,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         from reliability.scenarios import soak
 
         soak.DURATION_S = args.soak_s
+    if args.trainer_runs:
+        from reliability import trainer_runs
+
+        trainer_runs.RUNS = args.trainer_runs
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="reliability-"))
     rows = []
     for name in chosen:

@@ -32,6 +32,8 @@ TRAINING = {"save_steps": SAVE_STEPS, "logging_steps": 5, "batch_size": 4, "grad
 MAX_STEPS = 20
 CHECKPOINT_STEPS = list(range(SAVE_STEPS, MAX_STEPS + 1, SAVE_STEPS))
 RUN_TIMEOUT_S = 400
+#: `--trainer-runs`: how many runs each trainer scenario makes, instead of its full or quick count.
+RUNS: int | None = None
 #: A train row of `logs/metrics.jsonl`: step, loss, lr, grad norm.
 TrainRow = tuple[int, float, float, float]
 
@@ -116,10 +118,15 @@ class TrainerLab:
         return json.loads(self.get(f"{self.prefix(run_id)}/logs/progress.json") or b"{}")  # type: ignore[no-any-return]
 
 
+def runs(full: int, quick: bool) -> int:
+    """How many runs a trainer scenario makes: `--trainer-runs` if given, else 2 in quick mode, else `full`."""
+    return RUNS or (2 if quick else full)
+
+
 def each_run(lab: TrainerLab, n: int, tag: str) -> Iterator[tuple[int, str, int, list[TrainRow]]]:
     """`(index, run id, processes, the uninterrupted reference's train rows)` of a scenario's `n` runs: every other
     one two processes under torchrun."""
-    for i in range(n):
+    for i in range(n):  # n: the scenario's count, `RUNS` applied (see `runs`)
         nproc = 1 if i % 2 == 0 else 2
         yield i, f"{tag}-{i}", nproc, reference(lab, nproc)
 

@@ -22,13 +22,13 @@ from pathlib import Path
 from reliability.s3_proxy import Faults, Request
 from reliability.scenarios.common import Clock
 from reliability.table import Row
-from reliability.trainer_runs import MAX_STEPS, TrainerLab, check_finished, each_run, fill
+from reliability.trainer_runs import CHECKPOINT_STEPS, MAX_STEPS, TrainerLab, check_finished, each_run, fill, runs
 
 ERROR_RATE, SLOW_RATE = 0.25, 0.3
 
 
 def run(workdir: Path, quick: bool) -> Row:
-    n = 2 if quick else 10
+    n = runs(10, quick)
     slow_s = 1.0 if quick else 3.0
     clock = Clock()
     row = Row("storage faults", f"{n} meta runs ({MAX_STEPS} steps; every other one 2 processes under torchrun), "
@@ -81,14 +81,17 @@ def early_manifests(lab: TrainerLab, run_id: str, log: list[Request]) -> list[st
     for r in log:
         if r.upload and not r.injected and 200 <= r.status < 300:
             stored.setdefault(r.key, r.at)
-    out = []
+    out, checked = [], set()
     for r in log:
         name = r.key[len(root):] if r.key.startswith(root) else ""
         if not (r.upload and not r.injected and name.startswith("step-") and name.endswith(".json")):
             continue
+        checked.add(name)
         manifest = json.loads(lab.get(r.key.split("/", 1)[1]) or b"{}")
         for item in manifest.get("files", []):
             at = stored.get(root + item["path"])
             if at is None or at > r.sent:
                 out.append(f"manifest {name} was sent before {item['path']} was stored")
+    if len(checked) != len(CHECKPOINT_STEPS):
+        out.append(f"{len(checked)} manifests seen being stored, not {len(CHECKPOINT_STEPS)}")
     return out

@@ -27,7 +27,7 @@ from pathlib import Path
 from reliability.scenarios.common import Clock
 from reliability.table import Row
 from reliability.trainer_runs import CHECKPOINT_STEPS as STEPS
-from reliability.trainer_runs import MAX_STEPS, SAVE_STEPS, TrainerLab, check_finished, each_run, fill, kill_tree
+from reliability.trainer_runs import MAX_STEPS, SAVE_STEPS, TrainerLab, check_finished, each_run, fill, kill_tree, runs
 from tests.trainer.runs import start
 
 _RESUMED = re.compile(r"resuming from step (\d+)")
@@ -59,7 +59,7 @@ class Killer:
 
 
 def run(workdir: Path, quick: bool) -> Row:
-    n = 2 if quick else 20
+    n = runs(20, quick)
     clock = Clock()
     row = Row("trainer killed mid-upload", f"{n} meta runs ({MAX_STEPS} steps, a checkpoint every "
               f"{SAVE_STEPS}; every other one 2 processes under torchrun), S3 on moto")
@@ -67,6 +67,7 @@ def run(workdir: Path, quick: bool) -> Row:
     resumed_ok = duplicated = lost = unfinished = 0
     before_manifest = 0
     settle: list[float] = []
+    kills: list[str] = []
     with TrainerLab(workdir / "trainer-killed") as lab:
         for _, run_id, nproc, ref in each_run(lab, n, "killed"):
             killer = Killer(rng.choice(STEPS), rng.randint(0, 7), rng.random() < 0.5)
@@ -97,12 +98,15 @@ def run(workdir: Path, quick: bool) -> Row:
             unfinished += not finished
             duplicated, lost = duplicated + dup, lost + gone
             row.problems += [f"{run_id}: {p}" for p in problems]
+            kills.append(f"{nproc}p: checkpoint {killer.step}, on {killer.killed_on.split('/checkpoints/')[1]} "
+                         f"({'stored' if killer.forward else 'dropped'}) → resumed from {expected or 'scratch'}")
             resumed_ok += not problems and not dup and not gone
     row.faults = f"{n} × kill -9 during a checkpoint's upload ({before_manifest} before its manifest was sent)"
     fill(row, n, resumed_ok, duplicated, lost, unfinished, settle,
          "“reached the cluster exactly once” counts runs resumed from the newest complete checkpoint with the "
          "uninterrupted run's losses; duplicates / lost count train rows; time to settle is the longest from a kill "
          "to the resumed attempt's end")
+    row.notes.append("kills: " + "; ".join(kills))
     row.elapsed_s = clock.elapsed()
     return row
 
