@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from broker import recovery
@@ -71,8 +72,8 @@ def test_two_callers_recovering_one_failure_make_one_attempt_one_event_one_due_e
     torn: list[str] = []
     for i in range(20):
         record = failed_job(ctx, f"race-{i}", backoff_s=30)
-        outcomes = race([lambda c=c: recovery.after_failure(c, record, recovery.VANISHED, "vanished")  # type: ignore[misc]
-                         for c in (ctx, other)] + [lambda: watch_for_torn_state(ctx, record.name, torn)])[:2]
+        decide = [partial(recovery.after_failure, c, record, recovery.VANISHED, "vanished") for c in (ctx, other)]
+        outcomes = race([*decide, partial(watch_for_torn_state, ctx, record.name, torn)])[:2]
         assert sorted(outcomes) == ["moved_on", "recovering"]
         now = ctx.store.require(record.name)
         assert now.status == S.QUEUED and now.attempt == 2
