@@ -12,7 +12,9 @@ or the namespace's default (`TRAINER_RECOVERY`). Which failures are recovered:
 The next attempt is the state machine's retry (`failed` → `queued`, attempt + 1, which resumes from the latest
 checkpoint), taken at once with `not_before` set to the end of the backoff: the job is `queued` during the backoff,
 so a cancel ends it at once and nothing is submitted (`broker.submit` skips a job whose `not_before` is ahead).
-The key `p recovery:due` (sorted set, name → epoch ms) tells the periodic sync when to enqueue the submission.
+The key `p recovery:due` (sorted set, name → epoch ms) tells the periodic sync when to enqueue the submission; the
+move to `queued` and the due entry are one atomic step (`JobStore.transition(due_ms=…)`), and a sync cycle claims
+due names atomically (`JobStore.claim_due`).
 """
 
 from __future__ import annotations
@@ -116,19 +118,22 @@ def after_failure(ctx: BrokerContext, record: JobRecord, cause: str, detail: str
         reason = (f"automatic recovery: attempt {nxt} of {policy.max_attempts} because {why}; resumes from the "
                   f"latest checkpoint after a {policy.backoff_s:g}s backoff")
         ctx.store.transition(record.name, S.QUEUED, reason=reason, expect_from={S.FAILED},
-                             expect_attempt=record.attempt, not_before=now_iso(due), last_failure=why)
+                             expect_attempt=record.attempt, due_ms=int(due * 1000), not_before=now_iso(due),
+                             last_failure=why)
     except StoreError as exc:
         log.info("recovery of %s: the job moved on (%s)", record.name, exc)
         return "moved_on"
-    ctx.redis.zadd(ctx.keys.recovery_due, {record.name: int(due * 1000)})
     log.info("job %s: %s", record.name, reason)
     return "recovering"
 
 
 def start_due(ctx: BrokerContext) -> list[str]:
-    """Enqueue the submission of every recovery whose backoff is over (called by each sync cycle)."""
-    key = ctx.keys.recovery_due
-    names: list[str] = ctx.redis.zrangebyscore(key, "-inf", int(time.time() * 1000))  # type: ignore[assignment]
+    """Enqueue the submission of every recovery whose backoff is over (called by each sync cycle).
+
+    The names are claimed out of `recovery:due` in one atomic step, so two callers never both enqueue one. Should
+    this process die between the claim and the enqueue, the job is still `queued`: `broker.sync.requeue_stuck`
+    sends it again once it has been queued for `requeue_after_s`."""
+    names = ctx.store.claim_due()
     if not names:
         return []
     started = []
@@ -136,7 +141,6 @@ def start_due(ctx: BrokerContext) -> list[str]:
         if record.status == S.QUEUED and record.not_before:
             ctx.enqueue(SUBMIT_TASK, record.name)
             started.append(record.name)
-    ctx.redis.zrem(key, *names)
     return started
 
 

@@ -24,7 +24,7 @@ import redis
 from broker.errors import IllegalTransition, JobConflict, JobNotFound, StaleTransition, StoreError, TooManyJobs
 from broker.jobs import TERMINAL, TRANSITIONS, JobRecord, JobStatus, now_iso
 from broker.keys import STATUS_ORDER, Keys
-from broker.store_scripts import CREATE, LIST_PAGE, TRANSITION, UPDATE
+from broker.store_scripts import CLAIM_DUE, CREATE, LIST_PAGE, TRANSITION, TRANSITION_AND_DUE, UPDATE
 
 __all__ = ["Change", "IllegalTransition", "JobConflict", "JobNotFound", "JobStore", "StaleTransition", "StoreError",
            "TooManyJobs"]
@@ -96,6 +96,8 @@ class Change:
     expect_from: frozenset[JobStatus] | None = None
     expect_attempt: int | None = None
     fields: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: When given, the same step adds the job to `recovery:due` at this epoch ms (only if the move is made).
+    due_ms: int | None = None
 
 
 class JobStore:
@@ -108,6 +110,8 @@ class JobStore:
         self.keys = Keys(prefix)
         self._create = redis_client.register_script(CREATE)
         self._transition = redis_client.register_script(TRANSITION)
+        self._transition_and_due = redis_client.register_script(TRANSITION_AND_DUE)
+        self._claim_due = redis_client.register_script(CLAIM_DUE)
         self._update = redis_client.register_script(UPDATE)
         self._list_page = redis_client.register_script(LIST_PAGE)
 
@@ -199,6 +203,7 @@ class JobStore:
         reason: str,
         expect_from: Iterable[JobStatus | str] | None = None,
         expect_attempt: int | None = None,
+        due_ms: int | None = None,
         **fields: Any,
     ) -> JobRecord:
         """Move job `name` to `to`, atomically, and append the event. The one way any status changes.
@@ -209,9 +214,12 @@ class JobStore:
         `running` only), `finished_at` (terminal), `enqueued_at` (`queued`, `waiting_quota`). A retry (`failed` or
         `cancelled` → `queued`) increments `attempt` and clears the previous attempt's timestamps and object.
 
+        With `due_ms`, the same atomic step puts the job into `recovery:due` at that time (an automatic recovery's
+        backoff, `broker.recovery`), and only when the move is made.
+
         Raises JobNotFound, IllegalTransition (not in the state machine) or StaleTransition (expectation not met).
         """
-        change = Change(name, JobStatus(to), reason, _statuses(expect_from), expect_attempt, fields)
+        change = Change(name, JobStatus(to), reason, _statuses(expect_from), expect_attempt, fields, due_ms)
         result = self._run_transition(change, self.redis)
         return self._transition_result(change, result)
 
@@ -270,6 +278,9 @@ class JobStore:
         if detail is not None:
             args += ["detail", str(detail)]
         keys = [self.keys.job(change.name), self.keys.events(change.name), *self.keys.status_keys(), self.keys.finished]
+        if change.due_ms is not None:
+            return self._transition_and_due(keys=[*keys, self.keys.recovery_due], args=[*args, change.due_ms],
+                                            client=client)
         return self._transition(keys=keys, args=args, client=client)
 
     @staticmethod
@@ -357,6 +368,12 @@ class JobStore:
         mapping = {name: now_ms for name in names}
         if mapping:
             self.redis.zadd(self.keys.entered(JobStatus.QUEUED), mapping, xx=True)
+
+    def claim_due(self, now_ms: int | None = None) -> list[str]:
+        """Take the names whose recovery backoff is over out of `recovery:due`, atomically: each name goes to one
+        caller only, however many race."""
+        due = _ms(time.time()) if now_ms is None else now_ms
+        return list(self._claim_due(keys=[self.keys.recovery_due], args=[due]))
 
     def count_by_status(self) -> dict[str, int]:
         """How many jobs are in each status (for metrics)."""

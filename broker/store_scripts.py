@@ -25,11 +25,12 @@ redis.call('RPUSH', KEYS[2], ARGV[4])
 return {'created', {}}
 """
 
-TRANSITION = """
+_TRANSITION_FUNCTION = """
 -- KEYS: job, events, then idx:status:<s> for each s of status_order, then entered:<s> for each s of status_order,
 --       then finished
 -- ARGV: name, to, now_iso, now_ms, reason, allowed_from_csv, expect_from_csv, expect_attempt, terminal_csv,
 --       status_order_csv, field, value, ...
+local function transition(KEYS, ARGV)
 local job, name, to, now = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local function has(csv, s) return string.find(',' .. csv .. ',', ',' .. s .. ',', 1, true) ~= nil end
 local slot, n = {}, 0
@@ -70,6 +71,28 @@ redis.call('ZADD', KEYS[2 + n + slot[to]], tonumber(ARGV[4]), name)
 local event = {at = now, from = cur, to = to, reason = ARGV[5], attempt = attempt}
 redis.call('RPUSH', KEYS[2], cjson.encode(event))
 return {'ok', redis.call('HGETALL', job)}
+end
+"""
+
+TRANSITION = _TRANSITION_FUNCTION + "return transition(KEYS, ARGV)\n"
+
+TRANSITION_AND_DUE = _TRANSITION_FUNCTION + """
+-- KEYS: the transition's, then recovery:due; ARGV: the transition's, then due_ms.
+-- A recovery's move (failed -> queued with not_before) and its entry in the due set, in one step: no moment where
+-- the job waits out a backoff that no sync cycle will end, and no due entry for a move that was refused.
+local due_key, due_ms = table.remove(KEYS), table.remove(ARGV)
+local result = transition(KEYS, ARGV)
+if result[1] == 'ok' then redis.call('ZADD', due_key, tonumber(due_ms), ARGV[1]) end
+return result
+"""
+
+CLAIM_DUE = """
+-- KEYS: recovery:due; ARGV: now_ms
+-- Takes every entry whose time has come out of the set and returns their names, in one step: of two callers
+-- racing, each name goes to exactly one.
+local names = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+for _, name in ipairs(names) do redis.call('ZREM', KEYS[1], name) end
+return names
 """
 
 UPDATE = """

@@ -15,8 +15,11 @@ from reliability.table import Row, render
 
 #: In the order they run. Each module's `run(workdir, quick)` returns its row.
 SCENARIOS = ["cluster_faults", "workers_killed", "second_beat", "objects_changed", "api_restarts",
-             "redis_restarts", "fuzz", "soak"]
+             "redis_restarts", "trainer_killed", "storage_faults", "fuzz", "soak"]
 FULL_ONLY = {"soak"}
+#: Left out of `--quick` (and so of `make test`): real trainer processes cost about a minute each on the shared
+#: 2-core machine, several minutes per scenario even at the quick size. `--quick --only NAME` runs them small.
+NOT_QUICK = FULL_ONLY | {"trainer_killed", "storage_faults"}
 
 
 def run_one(name: str, workdir: Path, quick: bool) -> Row:
@@ -33,14 +36,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller loads, a few minutes in all (make test)")
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, help="run these scenarios only")
     parser.add_argument("--soak-s", type=float, help="length of the soak in seconds (default 3600)")
+    parser.add_argument("--trainer-runs", type=int, help="runs of each trainer scenario (default 20 and 10; quick 2)")
     parser.add_argument("--write", type=Path, help="write the table into this Markdown file")
     parser.add_argument("--workdir", type=Path, help="keep the logs here (default: a temporary directory)")
     args = parser.parse_args(argv)
-    chosen = args.only or [s for s in SCENARIOS if not (args.quick and s in FULL_ONLY)]
+    chosen = args.only or [s for s in SCENARIOS if not (args.quick and s in NOT_QUICK)]
     if args.soak_s:
         from reliability.scenarios import soak
 
         soak.DURATION_S = args.soak_s
+    if args.trainer_runs:
+        from reliability import trainer_runs
+
+        trainer_runs.RUNS = args.trainer_runs
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="reliability-"))
     rows = []
     for name in chosen:

@@ -14,6 +14,7 @@ from tests.support.pytorchjob_rules import REPO_ROOT
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.timeout(960)  # above the run's own 900 s, so a slow machine gets the run's answer, not a kill
 def test_the_quick_reliability_run_holds_in_every_scenario(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "reliability", "--quick", "--workdir", str(tmp_path)]
     done = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)

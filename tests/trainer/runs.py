@@ -61,7 +61,9 @@ def run(argv: Sequence[str], env: Mapping[str, str], timeout: float = 300) -> su
 
 
 def start(argv: Sequence[str], env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """Start in its own process group (so `kill_group` reaches torchrun's workers too)."""
+    """Start in its own process group, so `kill_group` reaches the whole of `python -m trainer`. Not torchrun's
+    workers: torch's elastic agent starts each in a session of its own (`reliability.trainer_runs.kill_tree` kills
+    a torchrun tree)."""
     handle = log.open("wb")
     return subprocess.Popen(list(argv), env=dict(env), stdout=handle, stderr=subprocess.STDOUT,
                             start_new_session=True)
