@@ -77,11 +77,13 @@ class ShardAwareTrainer(Trainer):  # type: ignore[misc]
         super().create_accelerator_and_postprocess()
         if self.args.fsdp_plugin_args is None or self.is_fsdp_enabled:
             return
+        from accelerate.state import PartialState
         from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
         state = self.accelerator.state
         state.fsdp_plugin = FullyShardedDataParallelPlugin(**self.args.fsdp_plugin_args)
-        state.distributed_type = DistributedType.FSDP
+        # Both shared states, as accelerate itself does on GPU (a later AcceleratorState() copies PartialState's).
+        state.distributed_type = PartialState._shared_state["distributed_type"] = DistributedType.FSDP
         self.is_fsdp_enabled = True
 
     def _cross_format(self, checkpoint: str) -> bool:
