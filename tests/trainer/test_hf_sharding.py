@@ -17,6 +17,7 @@ from tests.support.redis_server import free_port
 from tests.trainer.runs import (
     TORCHRUN,
     check_layout,
+    descendants,
     kill_group,
     python_m_trainer,
     read_jsonl,
@@ -165,8 +166,11 @@ def test_a_rank_whose_upload_never_finished_leaves_no_resumable_checkpoint(tiny_
     wait_for(lambda: (step20 / "_ranks" / "rank-00000.json").exists()  # rank 0 uploaded and reported ...
              and (step20 / "pytorch_model_fsdp_0" / "__1_0.distcp").exists(), timeout=300)  # ... rank 1 uploaded
     assert not (step20 / "_ranks" / "rank-00001.json").is_file()  # ... but never reported
-    if proc.poll() is None:
-        kill_group(proc)
+    workers = descendants(proc.pid)
+    kill_group(proc)  # torchrun and both workers, before rank 1 fails on its next save
+    assert len(workers) >= 2
+    wait_for(lambda: not any(Path(f"/proc/{pid}/cmdline").read_bytes() for pid in workers
+                             if Path(f"/proc/{pid}").exists()), timeout=30)  # gone (or a reaped-later zombie)
     checkpoints = prefix / "checkpoints"
     assert (checkpoints / "checkpoint-20" / "pytorch_model_fsdp_0" / "__0_0.distcp").is_file()
     assert (checkpoints / "checkpoint-20" / "pytorch_model_fsdp_0" / "__1_0.distcp").is_file()
@@ -181,3 +185,24 @@ def test_a_rank_whose_upload_never_finished_leaves_no_resumable_checkpoint(tiny_
     assert "resuming from step 10" in layout["log"]
     rows = read_jsonl(LocalStorage(), str(prefix / "logs" / "metrics.jsonl"))
     assert [r["step"] for r in rows if r.get("kind") == "train"] == [5, 10, 15, 20, 25, 30, 35, 40]
+
+
+def test_each_rank_owns_its_shards_and_rng_file_and_rank_0_the_rest(tmp_path: Path) -> None:
+    from trainer.runners.hf_checkpoint import own_files, prune_local
+
+    folder = tmp_path / "checkpoint-20"
+    names = ["pytorch_model_fsdp_0/.metadata", "pytorch_model_fsdp_0/__0_0.distcp",
+             "pytorch_model_fsdp_0/__1_0.distcp", "optimizer_0/__1_0.distcp", "optimizer_0/__10_0.distcp",
+             "rng_state_1.pth", "rng_state_10.pth", "rng_state.pth", "scheduler.pt", "trainer_state.json"]
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(name)
+    assert sorted(own_files(folder, 1)) == ["optimizer_0/__1_0.distcp", "pytorch_model_fsdp_0/__1_0.distcp",
+                                            "rng_state_1.pth"]
+    assert sorted(own_files(folder, 10)) == ["optimizer_0/__10_0.distcp", "rng_state_10.pth"]
+    assert sorted(own_files(folder, 0)) == ["pytorch_model_fsdp_0/.metadata", "pytorch_model_fsdp_0/__0_0.distcp",
+                                            "rng_state.pth", "scheduler.pt", "trainer_state.json"]
+    for step in (30, 40, 100):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    prune_local(tmp_path, keep=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-100", "checkpoint-30", "checkpoint-40"]
