@@ -40,6 +40,14 @@ def losses(rows: list[dict[str, Any]]) -> dict[int, float]:
     return {int(r["step"]): float(r["loss"]) for r in rows if r.get("kind") == "train"}
 
 
+def running(pid: int) -> bool:
+    """Still running: exists and is not a zombie (a zombie's cmdline is empty)."""
+    try:
+        return bool(Path(f"/proc/{pid}/cmdline").read_bytes())
+    except OSError:
+        return False
+
+
 def copy_run(source: Path, runs: Path, run_id: str, upto: int) -> Path:
     """A copy of a run's prefix as a crash right after checkpoint `upto` leaves it, under another run id."""
     prefix = runs / run_id / "framework=hf"
@@ -169,8 +177,7 @@ def test_a_rank_whose_upload_never_finished_leaves_no_resumable_checkpoint(tiny_
     workers = descendants(proc.pid)
     kill_group(proc)  # torchrun and both workers, before rank 1 fails on its next save
     assert len(workers) >= 2
-    wait_for(lambda: not any(Path(f"/proc/{pid}/cmdline").read_bytes() for pid in workers
-                             if Path(f"/proc/{pid}").exists()), timeout=30)  # gone (or a reaped-later zombie)
+    wait_for(lambda: not any(running(pid) for pid in workers), timeout=30)
     checkpoints = prefix / "checkpoints"
     assert (checkpoints / "checkpoint-20" / "pytorch_model_fsdp_0" / "__0_0.distcp").is_file()
     assert (checkpoints / "checkpoint-20" / "pytorch_model_fsdp_0" / "__1_0.distcp").is_file()
