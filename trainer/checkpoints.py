@@ -16,7 +16,10 @@ ends (i.e. until the next `save()`, `wait()` or `close()` returns). Only rank 0 
 Sharded checkpoints (every rank writes its own files) go through `save_shard()` on EVERY rank: each rank uploads its
 own files (so every node uploads in parallel), then reports them done with a small `<name>/_ranks/rank-XXXXX.json`
 listing their sizes; rank 0, once every rank has reported, writes the manifest listing every rank's files. A rank
-that dies before reporting leaves no manifest, so that checkpoint is never resumed from.
+that dies before reporting leaves no manifest, so that checkpoint is never resumed from. Each report carries the
+launch's `launch_id` (one value for all ranks of one launch) and rank 0 counts only reports of its own launch: a
+report an earlier attempt left under the same checkpoint name, or a stray process of that attempt, never completes
+this launch's checkpoint.
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ class CheckpointManager:
 
     def __init__(self, storage: Storage, checkpoints_uri: str, keep: int | None = None,
                  before_manifest: Callable[[int], None] | None = None,
-                 report_timeout_s: float = REPORT_TIMEOUT_S) -> None:
+                 report_timeout_s: float = REPORT_TIMEOUT_S, launch_id: str = "") -> None:
         if keep is not None and keep < 1:
             raise ValueError("keep must be >= 1")
         self.storage = storage
@@ -101,6 +104,7 @@ class CheckpointManager:
         self.keep = keep
         self.before_manifest = before_manifest
         self.report_timeout_s = report_timeout_s
+        self.launch_id = launch_id  # stamped on sharded-upload reports; the same on every rank of one launch
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.saves = 0
@@ -196,7 +200,8 @@ class CheckpointManager:
                       world_size: int, meta: dict[str, Any]) -> None:
         files = {f"{name}/{rel.strip('/')}": Path(local) for rel, local in collect().items()}
         sizes = self._put_files(step, name, files)
-        write_json(self.storage, self._join(_report_name(name, rank)), {"rank": rank, "files": sizes})
+        write_json(self.storage, self._join(_report_name(name, rank)),
+                   {"rank": rank, "files": sizes, "launch": self.launch_id})
         if rank == 0:
             self.write_manifest(step, name, self._gather_reports(step, name, world_size), meta)
 
@@ -210,6 +215,8 @@ class CheckpointManager:
             uri = self._join(_report_name(name, pending[0]))
             try:
                 report = read_json(self.storage, uri)
+                if report.get("launch", "") != self.launch_id:  # an earlier attempt's: wait for this launch's
+                    raise ObjectNotFound(uri)
             except ObjectNotFound:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"checkpoint step {step}: rank {pending[0]} did not report its upload within "

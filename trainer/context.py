@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,8 @@ def build_context(config: RunConfig, environ: Mapping[str, str] | None = None) -
     reporter.write_run_config({"launch": {k: env[k] for k in LAUNCH_ENV if k in env}})
     reporter.start()
     try:
+        # One id for this launch on every rank: sharded checkpoint reports of another attempt never count.
+        checkpoints.launch_id = broadcast_from_main(dist, uuid.uuid4().hex if dist.is_main else "")
         if dist.is_local_main:  # downloads an s3:// model once per node
             resolve_model(config.model_id, work_dir / "model")
         barrier(dist)

@@ -70,9 +70,34 @@ def start(argv: Sequence[str], env: Mapping[str, str], log: Path) -> subprocess.
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """`kill -9` the whole process group, as a node loss or OOM kill would."""
-    os.killpg(proc.pid, signal.SIGKILL)
+    """`kill -9` the process, its group and every descendant, as a node loss or OOM kill would (torchrun starts its
+    workers in sessions of their own, so the group alone would leave them running)."""
+    for pid in descendants(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
     proc.wait(30)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every descendant of `pid` (Linux /proc), children first listed before theirs."""
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found += children
+            pending += children
+    return found
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, proc: subprocess.Popen[bytes] | None = None,

@@ -229,3 +229,27 @@ def test_a_rank_that_dies_mid_upload_never_yields_a_resumable_checkpoint(tmp_pat
     assert (tmp_path / "ck" / "dcp-000020" / "__0_0.distcp").is_file()  # rank 0's shard is there ...
     latest = CheckpointManager(storage, root).latest()
     assert latest is not None and latest.step == 10  # ... but step 20 never counts
+
+
+def test_a_report_an_earlier_launch_left_never_completes_this_launchs_checkpoint(tmp_path: Path) -> None:
+    """Attempt 1's rank 1 reported step 20, then attempt 1 died before its manifest; attempt 2 reuses the name:
+    rank 0 waits for attempt 2's own report of rank 1 instead of writing a manifest over attempt 1's files."""
+    storage = LocalStorage()
+    root = str(tmp_path / "ck")
+    CheckpointManager(storage, root, launch_id="attempt-1").save_shard(
+        20, "dcp-000020", lambda: rank_files(tmp_path, 1, 20), rank=1, world_size=2, blocking=True)
+    ranks = [CheckpointManager(storage, root, report_timeout_s=0.5, launch_id="attempt-2") for _ in range(2)]
+    ranks[0].save_shard(20, "dcp-000020", lambda: rank_files(tmp_path, 0, 20), rank=0, world_size=2)
+    with pytest.raises(RuntimeError, match="checkpoint upload failed") as raised:
+        ranks[0].wait()
+    assert "rank 1 did not report" in str(raised.value.__cause__)
+    assert CheckpointManager(storage, root).latest() is None  # attempt 1's report did not count
+
+    ranks[1].save_shard(20, "dcp-000020", lambda: rank_files(tmp_path, 1, 20), rank=1, world_size=2)
+    ranks[0].save_shard(20, "dcp-000020", lambda: rank_files(tmp_path, 0, 20), rank=0, world_size=2)
+    for manager in ranks:
+        manager.wait()
+    latest = CheckpointManager(storage, root).latest()
+    assert latest is not None and latest.step == 20
+    report = json.loads((tmp_path / "ck" / "dcp-000020" / "_ranks" / "rank-00001.json").read_text())
+    assert report["launch"] == "attempt-2"

@@ -132,22 +132,30 @@ def test_trains_on_s3_with_the_model_and_dataset_on_s3(s3_server: S3Server, s3_b
     assert "runs/s3-run/framework=hf/checkpoints/checkpoint-20/model.safetensors" in keys
 
 
-def test_two_processes_under_torchrun_through_the_train_py_path(tiny_model: Path, sample_dataset: Path,
-                                                                 tmp_path: Path) -> None:
+def test_two_processes_with_ddp_under_torchrun_through_the_train_py_path(tiny_model: Path, sample_dataset: Path,
+                                                                         tmp_path: Path) -> None:
+    """`sharding=ddp` (FSDP, the default with two processes, is tested in test_hf_sharding.py)."""
     runs = tmp_path / "runs"
-    args = trainer_args("hf", "ddp", str(runs), str(sample_dataset), str(tiny_model), max_steps=20, **TRAINING)
+    args = trainer_args("hf", "ddp", str(runs), str(sample_dataset), str(tiny_model), max_steps=20, sharding="ddp",
+                        **TRAINING)
     run(torchrun_train_py(2, args), trainer_env(tmp_path / "work"), timeout=400)
     prefix = str(runs / "ddp" / "framework=hf")
     layout = check_layout(LocalStorage(), prefix, [10, 20], total_steps=20, world_size=2)
-    names = {f.path for f in layout["manifests"][20].files}
-    assert {"checkpoint-20/rng_state_0.pth", "checkpoint-20/rng_state_1.pth"} <= names
+    manifest = layout["manifests"][20]
+    names = {f.path for f in manifest.files}
+    assert {"checkpoint-20/rng_state_0.pth", "checkpoint-20/rng_state_1.pth", "checkpoint-20/model.safetensors",
+            "checkpoint-20/optimizer.pt"} <= names
+    assert manifest.metadata["format"] == "hf-trainer"
+    rank1 = json.loads((Path(prefix) / "checkpoints/checkpoint-20/_ranks/rank-00001.json").read_text())
+    assert list(rank1["files"]) == ["checkpoint-20/rng_state_1.pth"]  # each rank uploads its own RNG file
+    assert "DDP over 2 processes" in layout["log"]
     assert (Path(prefix) / "logs" / "train-rank1.log").exists()
     summary = [m for m in layout["metrics"] if m.get("kind") == "summary"]
     print(f"\nhf torchrun x2 (gloo): {summary[0]['steps_per_s']:.1f} steps/s")
 
     # A retry of the same run resumes on both ranks from the node's one download of the latest checkpoint.
     more = trainer_args("hf", "ddp", str(runs), str(sample_dataset), str(tiny_model), max_steps=30, resume=True,
-                        **TRAINING)
+                        sharding="ddp", **TRAINING)
     run(torchrun_train_py(2, more), trainer_env(tmp_path / "work"), timeout=400)
     check_layout(LocalStorage(), prefix, [10, 20, 30], total_steps=30, world_size=2)
     for rank in (0, 1):
