@@ -58,16 +58,24 @@ def is_alive(pid: int, started: float | None) -> bool:
     return same and _running(proc)
 
 
-def group_alive(pgid: int) -> bool:
-    """True while any non-zombie process is left in process group `pgid`."""
-    reap_children()
+def _members(pgid: int) -> list[psutil.Process]:
+    """The processes of group `pgid` and all their descendants: torchrun starts its workers in sessions (and so
+    groups) of their own, and they must end with the replica."""
+    found: dict[int, psutil.Process] = {}
     for proc in psutil.process_iter():
         try:
-            if os.getpgid(proc.pid) == pgid and _running(proc):
-                return True
-        except (ProcessLookupError, PermissionError):
+            if os.getpgid(proc.pid) == pgid:
+                found[proc.pid] = proc
+                found.update((child.pid, child) for child in proc.children(recursive=True))
+        except (ProcessLookupError, PermissionError, psutil.Error):
             continue
-    return False
+    return list(found.values())
+
+
+def group_alive(pgid: int) -> bool:
+    """True while any non-zombie process is left in process group `pgid` or below it."""
+    reap_children()
+    return any(_running(proc) for proc in _members(pgid))
 
 
 def _signal_group(pgid: int, signum: int) -> None:
@@ -78,13 +86,30 @@ def _signal_group(pgid: int, signum: int) -> None:
 
 
 def terminate_groups(pgids: list[int], grace_s: float) -> None:
-    """SIGTERM every group, wait up to `grace_s` for them to end, then SIGKILL what is left."""
-    live = [g for g in pgids if group_alive(g)]
+    """SIGTERM every group (torchrun passes it on to its workers), wait up to `grace_s` for them and every process
+    found below them at the start to end, then SIGKILL what is left. The processes are collected first: a worker in
+    a session of its own whose parent died is re-parented, and no longer found from the group."""
+    reap_children()
+    tracked = {pgid: _members(pgid) for pgid in pgids}
+
+    def left(pgid: int) -> list[psutil.Process]:
+        known = {proc.pid: proc for proc in tracked[pgid] if proc.is_running()}
+        known.update((proc.pid, proc) for proc in _members(pgid))
+        tracked[pgid] = [proc for proc in known.values() if _running(proc)]
+        return tracked[pgid]
+
+    live = [g for g in pgids if left(g)]
     for pgid in live:
         _signal_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while live and time.monotonic() < deadline:
         time.sleep(0.1)
-        live = [g for g in live if group_alive(g)]
+        reap_children()
+        live = [g for g in live if left(g)]
     for pgid in live:
         _signal_group(pgid, signal.SIGKILL)
+        for proc in tracked[pgid]:
+            try:
+                proc.kill()  # psutil checks the pid still names the process it found
+            except psutil.Error:
+                pass

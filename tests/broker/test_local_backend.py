@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -228,3 +229,32 @@ def test_a_job_that_cannot_start_leaves_nothing_behind(tmp_path: Path) -> None:
     with pytest.raises(ClusterError, match="could not start"):
         broken.create(pytorchjob("nostart", [PY, "-c", "pass"]))
     assert broken.get(NS, "nostart") is None and broken.list(NS, "") == []
+
+
+def test_ending_a_replica_also_ends_its_workers_in_sessions_of_their_own(tmp_path: Path) -> None:
+    """torchrun starts its workers with a session (and process group) of their own: ending the replica's group must
+    not leave them training, even when they ignore SIGTERM."""
+    pid_file = tmp_path / "worker.pid"
+    worker = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"
+    launcher = (
+        "import subprocess, sys, time\n"
+        f"p = subprocess.Popen([sys.executable, '-c', {worker!r}], start_new_session=True)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
+        "time.sleep(300)\n"
+    )
+    replica = subprocess.Popen([PY, "-c", launcher], start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline, "the launcher did not start its worker"
+        time.sleep(0.05)
+    worker_pid = int(pid_file.read_text())
+    assert os.getpgid(worker_pid) != replica.pid  # in a group of its own, as torchrun's workers are
+    assert local_procs.group_alive(replica.pid)
+
+    local_procs.terminate_groups([replica.pid], grace_s=0.5)
+    replica.wait(10)
+    deadline = time.monotonic() + 10
+    while local_procs.is_alive(worker_pid, None):
+        assert time.monotonic() < deadline, "the worker outlived its replica"
+        time.sleep(0.05)
+    assert not local_procs.group_alive(replica.pid)
