@@ -139,7 +139,13 @@ def token_features() -> Any:
 
 
 def encode_batch(batch: dict[str, list[str]], tokenizer: Any, field: str, eos: int | None) -> dict[str, Any]:
-    ids = tokenizer(batch[field], add_special_tokens=False, verbose=False)["input_ids"]
+    """Token ids of a batch of texts (EOS appended). A fast tokenizer's Rust backend is called directly (no offsets,
+    no per-text `BatchEncoding` conversion): the same ids as `tokenizer(texts, add_special_tokens=False)`."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        ids = [e.ids for e in backend.encode_batch_fast(batch[field], add_special_tokens=False)]
+    else:
+        ids = tokenizer(batch[field], add_special_tokens=False, verbose=False)["input_ids"]
     if eos is not None:
         ids = [seq + [eos] for seq in ids]
     return {"input_ids": ids}
