@@ -39,13 +39,22 @@ def run(ctx: RunContext) -> None:
     use_cuda = torch.cuda.is_available()
     check_block_size(t.block_size, AutoConfig.from_pretrained(ctx.model_path))
     tokenizer = AutoTokenizer.from_pretrained(ctx.model_path)
-    data = prepare(ctx, tokenizer)  # dataset errors surface before the model loads
-    train_set, eval_set = data.train.dataset, data.eval.dataset
+    if t.dataset_streaming:  # a datasets.IterableDataset; accelerate splits it by shard (or by batch) over ranks
+        from trainer.data.stream import block_stream
+
+        train_set, eval_set = block_stream(ctx, tokenizer).with_format("torch"), []
+    else:
+        data = prepare(ctx, tokenizer)  # dataset errors surface before the model loads
+        train_set, eval_set = data.train.dataset, data.eval.dataset
     model = AutoModelForCausalLM.from_pretrained(ctx.model_path, dtype=torch.float32)
     model.train()  # transformers 5 returns models in eval mode
-    ctx.logger.info("hf: %d train blocks, %d eval blocks of %d tokens; %s", len(train_set), len(eval_set),
-                    t.block_size, "cuda" if use_cuda else "cpu")
-    trainer = Trainer(model=model, args=training_arguments(ctx, use_cuda, len(eval_set) > 0),
+    ctx.logger.info("hf: %s train blocks, %d eval blocks of %d tokens; %s",
+                    "streamed" if t.dataset_streaming else len(train_set), len(eval_set), t.block_size,
+                    "cuda" if use_cuda else "cpu")
+    args = training_arguments(ctx, use_cuda, len(eval_set) > 0)
+    if t.dataset_streaming:
+        args.accelerator_config.dispatch_batches = False  # each rank reads its own part, not rank 0 for all
+    trainer = Trainer(model=model, args=args,
                       train_dataset=train_set, eval_dataset=eval_set if len(eval_set) else None,
                       data_collator=causal_lm_collate,
                       callbacks=[TrainerLayoutCallback(ctx)])
