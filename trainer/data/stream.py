@@ -105,12 +105,17 @@ class StreamSampler:
     """This rank's train micro-batches from the stream (the `meta`/`nemo` counterpart of `BlockSampler`): an endless
     sequence of `[batch_size, block_size]` tensors, data epochs rolling over, resumable from `state_dict()`."""
 
-    def __init__(self, stream: Any, batch_size: int, dist: DistInfo) -> None:
+    def __init__(self, stream: Any, batch_size: int, dist: DistInfo, log: Any = None) -> None:
         from datasets.distributed import split_dataset_by_node
 
         self.dist = dist
         self.batch_size = batch_size
         self.dataset = split_dataset_by_node(stream, rank=dist.rank, world_size=dist.world_size).with_format("numpy")
+        if log is not None:
+            split = (f"shards {dist.rank}/{dist.world_size}: {self.dataset.num_shards} of {stream.num_shards}"
+                     if stream.num_shards % dist.world_size == 0 else
+                     f"every {dist.world_size}th block from offset {dist.rank} (shard count not divisible)")
+            log.info("data: rank %d streams %s", dist.rank, split)
         self.epoch = 0
         self.micro_batches = 0
         self._iterator: Iterator[dict[str, Any]] | None = None

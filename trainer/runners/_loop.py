@@ -42,7 +42,8 @@ def load_data(ctx: RunContext, tokenizer: Any, model_config: Any) -> tuple[Block
         from trainer.data.stream import EmptyBlocks, StreamSampler, block_stream
 
         none: Any = EmptyBlocks()
-        return Blocks(none, none), StreamSampler(block_stream(ctx, tokenizer), t.batch_size, ctx.dist)
+        sampler = StreamSampler(block_stream(ctx, tokenizer), t.batch_size, ctx.dist, ctx.logger)
+        return Blocks(none, none), sampler
     data = prepare(ctx, tokenizer)
     return Blocks(data.train, data.eval), BlockSampler(len(data.train), t.batch_size, ctx.dist, t.seed)
 
