@@ -5,7 +5,8 @@ tiny model, one step):
 - peak RSS of the largest rank and time to the end of step 1 for a generated dataset 1x and 20x (ratio <= 1.2);
 - 2 processes on one node vs 1 on the 20x data, cold caches (ratio <= 1.3), and how many ranks tokenized (1);
 - a restart on the same work dir vs the cold start (ratio <= 0.3), the log saying the cache was reused;
-- the pipeline's tokenization throughput / the tokenizer's own batched call on the same texts (>= 0.8).
+- the pipeline's tokenization throughput / the tokenizer's own batched call on the same texts (>= 0.8);
+- streaming mode (`dataset_streaming`, 2 processes): peak RSS per rank on the 20x data / the 1x data (<= 1.2).
 
 `.venv/bin/python -m bench.data_scale [--rows 20000] [--scale 20] [--quick]`; `main(argv)` returns the figures.
 """
@@ -59,9 +60,9 @@ def launch(argv: list[str], work: Path, log: Path) -> dict[str, Any]:
             "tokenized": text.count("data: tokenizing"), "cache_hit": "skipping tokenization" in text}
 
 
-def trainer_argv(nproc: int, dataset: Path, model: Path, runs: Path, run_id: str) -> list[str]:
+def trainer_argv(nproc: int, dataset: Path, model: Path, runs: Path, run_id: str, stream: bool = False) -> list[str]:
     args = ["--framework", "meta", "--run-id", run_id, "--checkpoint-base-uri", str(runs), "--dataset-uri",
-            str(dataset), "--model-id", str(model), *TRAINING]
+            str(dataset), "--model-id", str(model), *TRAINING, *(["--dataset-streaming"] if stream else [])]
     if nproc == 1:
         return [sys.executable, "-m", "trainer", *args]
     torchrun = str(Path(sys.executable).parent / "torchrun")
@@ -108,16 +109,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         one_large = launch(trainer_argv(1, large, model, runs, "l1"), base / "w-large", base / "l1.log")
         warm = launch(trainer_argv(1, large, model, runs, "l1w"), base / "w-large", base / "l1w.log")
         two_large = launch(trainer_argv(2, large, model, runs, "l2"), base / "w-two", base / "l2.log")
+        stream_small = launch(trainer_argv(2, small, model, runs, "s2s", stream=True), base / "w-ss", base / "ss.log")
+        stream_large = launch(trainer_argv(2, large, model, runs, "l2s", stream=True), base / "w-ls", base / "ls.log")
         ratio = tokenizer_ratio(large, model, base)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     figures = {
         "data_mb": sizes,
-        "runs": {"1x": one_small, "20x": one_large, "20x_warm": warm, "20x_2proc": two_large},
+        "runs": {"1x": one_small, "20x": one_large, "20x_warm": warm, "20x_2proc": two_large,
+                 "1x_stream": stream_small, "20x_stream": stream_large},
         "rss_ratio_20x_vs_1x": round(one_large["peak_rss_mb"] / one_small["peak_rss_mb"], 2),
         "time_ratio_2proc_vs_1": round(two_large["wall_s"] / one_large["wall_s"], 2),
         "ranks_tokenized_2proc": two_large["tokenized"],
         "time_ratio_warm_vs_cold": round(warm["wall_s"] / one_large["wall_s"], 2),
+        "stream_rss_ratio_20x_vs_1x": round(stream_large["peak_rss_mb"] / stream_small["peak_rss_mb"], 2),
         **ratio,
     }
     print_table(figures, rows, args.scale)
@@ -127,7 +132,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def print_table(f: dict[str, Any], rows: int, scale: int) -> None:
     print(f"| run ({rows} rows = 1x) | processes | peak RSS per rank (MB) | wall to end of step 1 (s) | tokenized |")
     print("| --- | --- | --- | --- | --- |")
-    for name, procs in (("1x", 1), ("20x", 1), ("20x_warm", 1), ("20x_2proc", 2)):
+    for name, procs in (("1x", 1), ("20x", 1), ("20x_warm", 1), ("20x_2proc", 2), ("1x_stream", 2),
+                        ("20x_stream", 2)):
         r = f["runs"][name]
         label = name.replace("20x", f"{scale}x")
         print(f"| {label} | {procs} | {r['peak_rss_mb']} | {r['wall_s']} | {r['tokenized']} rank(s) |")
@@ -139,6 +145,7 @@ def print_table(f: dict[str, Any], rows: int, scale: int) -> None:
           "| <= 1.3, 1 rank |")
     print(f"| time to step 1, warm restart / cold | {f['time_ratio_warm_vs_cold']} | <= 0.3 |")
     print(f"| tokenizer throughput, pipeline / tokenizer | {f['throughput_ratio']} | >= 0.8 |")
+    print(f"| streaming: RSS per rank {scale}x / 1x (2 procs) | {f['stream_rss_ratio_20x_vs_1x']} | <= 1.2 |")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,8 @@ class TrainingParams:
     `sharding`: `auto` (FSDP when the run has more than one process), `fsdp`, `ddp` or `none` (one process).
     `activation_checkpointing` recomputes each block's activations in backward; `compile` runs `torch.compile` on
     each block (meta runner); `async_save` writes and uploads checkpoints beside training after a staging copy.
+    `dataset_streaming` reads the shards as a stream split across the ranks (no cache, no eval split; needs
+    `max_steps`), for datasets larger than a node's disk (see `trainer.data.stream`).
     """
 
     max_steps: int = -1
@@ -76,6 +78,7 @@ class TrainingParams:
     activation_checkpointing: bool = False
     compile: bool = False
     async_save: bool = True
+    dataset_streaming: bool = False
 
 
 @dataclass(frozen=True)
@@ -356,6 +359,8 @@ def _validate(p: TrainingParams) -> list[str]:
         errors.append(f"sharding must be one of {', '.join(SHARDINGS)} (got {p.sharding!r})")
     if p.keep_checkpoints is not None and p.keep_checkpoints < 1:
         errors.append("keep_checkpoints must be >= 1 (the newest complete checkpoint is always kept)")
+    if p.dataset_streaming and p.max_steps <= 0:
+        errors.append("dataset_streaming needs max_steps > 0 (a stream's length is unknown)")
     if not p.dataset_text_field:
         errors.append("dataset_text_field must not be empty")
     return errors

@@ -22,8 +22,7 @@ import numpy as np
 
 from trainer.data.source import DatasetError, locate_problem
 
-PACK_BATCH_ROWS = 16_384
-JSON_BLOCK_BYTES = 16 << 20
+JSON_BLOCK_BYTES = 2 << 20  # pyarrow parses blocks ahead on its threads: bigger blocks, more RSS
 ROWS_PER_PROCESS = 50_000  # fewer rows than this per extra process: forking costs more than it saves
 
 
@@ -139,7 +138,13 @@ def token_features() -> Any:
 
 
 def encode_batch(batch: dict[str, list[str]], tokenizer: Any, field: str, eos: int | None) -> dict[str, Any]:
-    ids = tokenizer(batch[field], add_special_tokens=False, verbose=False)["input_ids"]
+    """Token ids of a batch of texts (EOS appended). A fast tokenizer's Rust backend is called directly (no offsets,
+    no per-text `BatchEncoding` conversion): the same ids as `tokenizer(texts, add_special_tokens=False)`."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        ids = [e.ids for e in backend.encode_batch_fast(batch[field], add_special_tokens=False)]
+    else:
+        ids = tokenizer(batch[field], add_special_tokens=False, verbose=False)["input_ids"]
     if eos is not None:
         ids = [seq + [eos] for seq in ids]
     return {"input_ids": ids}
@@ -175,14 +180,20 @@ def pack_split(tokenized: Any, spec: BuildSpec, folder: Path) -> dict[str, Any]:
 
 
 def _token_batches(tokenized: Any) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """(first row, flat token ids, per-row lengths) per Arrow batch of the tokenized table (zero-copy views)."""
+    """(first row, flat token ids, per-row lengths) per Arrow batch of the tokenized table's cache files, read
+    with plain reads one batch at a time, not through the memory map: touched pages of a map count in the RSS,
+    which would then grow with the dataset."""
+    import pyarrow as pa
+
     start = 0
-    for batch in tokenized.data.table.to_batches(max_chunksize=PACK_BATCH_ROWS):
-        column = batch.column("input_ids")
-        offsets = column.offsets.to_numpy()
-        values = column.values.to_numpy()[offsets[0]:offsets[-1]]
-        yield start, values, np.diff(offsets)
-        start += len(column)
+    for cache in tokenized.cache_files:
+        with pa.OSFile(cache["filename"]) as source:
+            for batch in pa.ipc.open_stream(source):
+                column = batch.column("input_ids")
+                offsets = column.offsets.to_numpy()
+                values = column.values.to_numpy()[offsets[0]:offsets[-1]]
+                yield start, values, np.diff(offsets)
+                start += len(column)
 
 
 def _take_rows(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from trainer.context import RunContext
 from trainer.data import TokenBlocks
+from trainer.data.stream import StreamSampler
 from trainer.runners._loop import (
     Blocks,
     BlockSampler,
@@ -139,11 +140,17 @@ class CausalLMModule(pl.LightningModule):
         # Informational: on resume the loader seeks to global_step x accumulation itself.
         checkpoint["trainer_data"] = {"micro_batches": self.trainer.global_step * self.trainer.accumulate_grad_batches,
                                       "world_size": self.ctx.dist.world_size}
+        if self.ctx.config.training.dataset_streaming:  # every rank's stream position (a collective)
+            checkpoint["trainer_data"]["stream"] = self.train_loader.sampler.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Seek here, not in on_train_start: Lightning's fetcher pulls the first batch before that hook runs.
         micro_batch = int(checkpoint["global_step"]) * self.ctx.config.training.gradient_accumulation
-        self.train_loader.seek(micro_batch)
+        stream = checkpoint.get("trainer_data", {}).get("stream")
+        if stream is not None:
+            self.train_loader.sampler.load_state_dict(stream)
+        else:
+            self.train_loader.seek(micro_batch)
         self._pending_rng = checkpoint.get("trainer_rng")
         if not hasattr(self.trainer.fit_loop.epoch_loop, "restarted_on_train_batch_end"):
             count_saving_batch_as_completed(checkpoint)
@@ -170,7 +177,7 @@ class TrainLoader:
     """An endless, seekable stream of this rank's train micro-batches (data epochs roll over inside it), so one
     Lightning epoch is the whole run and a resumed run picks up at the checkpoint's data position."""
 
-    def __init__(self, blocks: TokenBlocks, sampler: BlockSampler) -> None:
+    def __init__(self, blocks: TokenBlocks, sampler: BlockSampler | StreamSampler) -> None:
         self.blocks = blocks
         self.sampler = sampler
 
@@ -179,8 +186,7 @@ class TrainLoader:
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         while True:
-            indices = self.sampler.next_indices()
-            yield causal_lm_batch(self.blocks, indices, torch.device("cpu"))
+            yield causal_lm_batch(self.sampler.batch(self.blocks), torch.device("cpu"))
 
 
 class EvalLoader:

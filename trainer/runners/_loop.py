@@ -33,11 +33,19 @@ class Blocks:
     eval: TokenBlocks
 
 
-def load_blocks(ctx: RunContext, tokenizer: Any, model_config: Any) -> Blocks:
-    """The run's packed train/eval blocks from the one data pipeline (raises DatasetError/ConfigError)."""
-    check_block_size(ctx.config.training.block_size, model_config)
+def load_data(ctx: RunContext, tokenizer: Any, model_config: Any) -> tuple[Blocks, Any]:
+    """The run's blocks and the sampler that hands this rank its micro-batches (raises DatasetError/ConfigError):
+    packed blocks and a `BlockSampler`, or with `dataset_streaming` no blocks and a `StreamSampler`."""
+    t = ctx.config.training
+    check_block_size(t.block_size, model_config)
+    if t.dataset_streaming:
+        from trainer.data.stream import EmptyBlocks, StreamSampler, block_stream
+
+        none: Any = EmptyBlocks()
+        sampler = StreamSampler(block_stream(ctx, tokenizer), t.batch_size, ctx.dist, ctx.logger)
+        return Blocks(none, none), sampler
     data = prepare(ctx, tokenizer)
-    return Blocks(data.train, data.eval)
+    return Blocks(data.train, data.eval), BlockSampler(len(data.train), t.batch_size, ctx.dist, t.seed)
 
 
 class BlockSampler:
@@ -76,6 +84,11 @@ class BlockSampler:
         self.position += self.global_batch
         return indices
 
+    def batch(self, blocks: TokenBlocks) -> torch.Tensor:
+        """The next micro-batch's blocks (`[batch_size, block_size]`)."""
+        result: torch.Tensor = blocks[self.next_indices()]
+        return result
+
     def seek(self, micro_batch: int) -> None:
         """Jump to the `micro_batch`-th global micro-batch of the run (0-based)."""
         self.epoch, index = divmod(micro_batch, self.batches_per_epoch)
@@ -94,9 +107,9 @@ class BlockSampler:
         return self._order[1]
 
 
-def causal_lm_batch(blocks: TokenBlocks, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
-    """Inputs and labels for a causal LM (the model shifts the labels itself)."""
-    ids = blocks[indices].to(device, non_blocking=True)
+def causal_lm_batch(ids: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+    """Inputs and labels for a causal LM from a micro-batch of blocks (the model shifts the labels itself)."""
+    ids = ids.to(device, non_blocking=True)
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
 
 

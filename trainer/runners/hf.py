@@ -58,8 +58,13 @@ def build_trainer(ctx: RunContext) -> Any:
     model_config = AutoConfig.from_pretrained(ctx.model_path)
     check_block_size(t.block_size, model_config)
     tokenizer = AutoTokenizer.from_pretrained(ctx.model_path)
-    data = prepare(ctx, tokenizer)  # dataset errors surface before the model loads
-    train_set, eval_set = data.train.dataset, data.eval.dataset
+    if t.dataset_streaming:  # a datasets.IterableDataset; accelerate splits it by shard (or by batch) over ranks
+        from trainer.data.stream import block_stream
+
+        train_set, eval_set = block_stream(ctx, tokenizer).with_format("torch"), []
+    else:
+        data = prepare(ctx, tokenizer)  # dataset errors surface before the model loads
+        train_set, eval_set = data.train.dataset, data.eval.dataset
     if strategy == "fsdp":
         # Read by transformers' from_pretrained: ranks other than local rank 0 build the model on the meta device;
         # accelerate then broadcasts rank 0's weights into each rank's shard.
@@ -67,7 +72,10 @@ def build_trainer(ctx: RunContext) -> Any:
     model = AutoModelForCausalLM.from_pretrained(ctx.model_path, dtype=torch.float32)
     model.train()  # transformers 5 returns models in eval mode
     args = training_arguments(ctx, use_cuda, len(eval_set) > 0, strategy, sorted(block_types(model)))
-    ctx.logger.info("hf: %d train blocks, %d eval blocks of %d tokens; %s%s", len(train_set), len(eval_set),
+    if t.dataset_streaming:
+        args.accelerator_config.dispatch_batches = False  # each rank reads its own part, not rank 0 for all
+    ctx.logger.info("hf: %s train blocks, %d eval blocks of %d tokens; %s%s",
+                    "streamed" if t.dataset_streaming else len(train_set), len(eval_set),
                     t.block_size, "cuda" if use_cuda else "cpu",
                     f", {strategy.upper()} over {ctx.dist.world_size} processes" if ctx.dist.distributed else "")
     return ShardAwareTrainer(model=model, args=args, train_dataset=train_set,

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from trainer.context import RunContext
+from trainer.data.stream import StreamSampler
 from trainer.runners._loop import (
     Blocks,
     BlockSampler,
@@ -30,7 +31,7 @@ from trainer.runners._loop import (
     decay_groups,
     eval_indices,
     linear_schedule,
-    load_blocks,
+    load_data,
     total_steps,
 )
 from trainer.runners.common import Throughput, all_ranks_sum, eval_every, resolve_precision, tokens_per_step
@@ -56,7 +57,7 @@ class Loop:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    sampler: BlockSampler
+    sampler: BlockSampler | StreamSampler
     blocks: Blocks
     device: torch.device
     total: int
@@ -86,8 +87,7 @@ def build(ctx: RunContext) -> Loop:
     tokenizer = AutoTokenizer.from_pretrained(ctx.model_path)
     torch.manual_seed(t.seed + ctx.dist.rank)  # dropout: reproducible, and different masks on each rank
     model, model_config = load_model(ctx, strategy, device, bf16)
-    blocks = load_blocks(ctx, tokenizer, model_config)
-    sampler = BlockSampler(len(blocks.train), t.batch_size, ctx.dist, t.seed)
+    blocks, sampler = load_data(ctx, tokenizer, model_config)
     total = total_steps(t.max_steps, t.num_epochs, sampler.batches_per_epoch, t.gradient_accumulation)
     optimizer = torch.optim.AdamW(decay_groups(model, t.weight_decay), lr=t.lr, foreach=False)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(t.warmup_steps, total))
@@ -180,7 +180,7 @@ def train_step(loop: Loop, accumulation: int, max_grad_norm: float) -> tuple[flo
     """One optimizer step over `accumulation` micro-batches; returns (this rank's mean loss, grad norm)."""
     total = torch.zeros((), dtype=torch.float64)
     for micro in range(accumulation):
-        batch = causal_lm_batch(loop.blocks.train, loop.sampler.next_indices(), loop.device)
+        batch = causal_lm_batch(loop.sampler.batch(loop.blocks.train), loop.device)
         with no_gradient_sync(loop.model, last_micro_step=micro == accumulation - 1), \
                 torch.autocast(loop.device.type, dtype=loop.autocast or torch.float32,
                                enabled=loop.autocast is not None):

@@ -62,9 +62,10 @@ def save_checkpoint(ctx: RunContext, loop: Loop) -> None:
     folder = ctx.output_dir / checkpoint_name(loop.step)
     model_sd, optim_sd = get_state_dict(loop.model, loop.optimizer)
     rng = gather_rng_states(ctx.dist)
+    sampler = loop.sampler.state_dict()  # on every rank: a streaming sampler gathers every rank's position
     if ctx.dist.is_main:
         write_atomic({"format": FORMAT, "step": loop.step, "total_steps": loop.total,
-                      "scheduler": loop.scheduler.state_dict(), "sampler": loop.sampler.state_dict(),
+                      "scheduler": loop.scheduler.state_dict(), "sampler": sampler,
                       "window": loop.window.state_dict(), "last_loss": loop.last_loss, "rng": rng,
                       "world_size": ctx.dist.world_size}, folder / STATE_FILE)
     state = {"model": model_sd, "optimizer": optim_sd}

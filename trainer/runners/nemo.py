@@ -32,7 +32,7 @@ from trainer.runners._lightning import (
     build_trainer,
     checkpoint_dir,
 )
-from trainer.runners._loop import BlockSampler, load_blocks, total_steps
+from trainer.runners._loop import load_data, total_steps
 
 
 def run(ctx: RunContext) -> None:
@@ -43,8 +43,7 @@ def run(ctx: RunContext) -> None:
     pl.seed_everything(t.seed, workers=False, verbose=False)
     tokenizer = AutoTokenizer.from_pretrained(ctx.model_path)
     model = AutoModelForCausalLM.from_pretrained(ctx.model_path, dtype=torch.float32)
-    blocks = load_blocks(ctx, tokenizer, getattr(model, "config", None))
-    sampler = BlockSampler(len(blocks.train), t.batch_size, ctx.dist, t.seed)
+    blocks, sampler = load_data(ctx, tokenizer, getattr(model, "config", None))
     total = total_steps(t.max_steps, t.num_epochs, sampler.batches_per_epoch, t.gradient_accumulation)
     train_loader = TrainLoader(blocks.train, sampler)
     module = CausalLMModule(model, ctx, total, train_loader)
