@@ -14,8 +14,9 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devstack import REPO_ROOT
 from reliability.load import HEADERS, job_body
-from reliability.stack import REPO_ROOT, TOKEN, Stack
+from reliability.stack import TOKEN, Stack
 from reliability.table import Row
 from tests.support.s3 import S3Server
 

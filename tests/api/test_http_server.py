@@ -14,8 +14,8 @@ import pytest
 import requests
 
 from broker.names import SUBMIT_TASK
+from devstack import free_port
 from tests.api.conftest import SEED_SAMPLE
-from tests.support.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

@@ -18,8 +18,8 @@ import pytest
 import requests
 from moto.server import ThreadedMotoServer
 
+from devstack import RedisServer, free_port
 from tests.kit import support
-from tests.support.redis_server import RedisServer, free_port
 
 BUCKET = "training-runs"
 

@@ -19,9 +19,9 @@ import redis
 import requests
 
 from broker.names import SYNC_TASK
+from devstack import RedisServer, free_port
 from tests.kit import support
 from tests.kit.conftest import deployed, local_env, rebind, wait_http
-from tests.support.redis_server import RedisServer, free_port
 
 
 @contextmanager

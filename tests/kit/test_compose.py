@@ -16,9 +16,9 @@ import jsonschema
 import pytest
 from moto.server import ThreadedMotoServer
 
+from devstack import free_port
 from tests.kit import support
 from tests.kit.support import compose
-from tests.support.redis_server import free_port
 
 
 def _service(name: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 import boto3
 from moto.server import ThreadedMotoServer
 
-from tests.support.redis_server import free_port
+from devstack import free_port
 
 DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",

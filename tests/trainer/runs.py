@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.support.redis_server import free_port
+from devstack import free_port
 from trainer.storage import Storage
 
 TRAIN_PY = Path(__file__).resolve().parents[2] / "trainer" / "train.py"

@@ -18,7 +18,7 @@ import requests
 
 from broker.settings import BrokerSettings
 from broker.store import JobStore
-from tests.support.redis_server import RedisServer, free_port
+from devstack import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
