@@ -14,8 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from devstack import Service, celery_argv, free_port, gunicorn_argv, http_ok
+from devstack import Service, celery_argv
 from devstack.commands import worker_options
+from devstack.gunicorn import serve
 
 #: The gunicorn settings both the API and its baseline run under: the image's (Dockerfile `CMD`, compose, k8s).
 GUNICORN_ARGS = ["--workers", "2", "--threads", "4", "--access-logfile", "-"]
@@ -25,14 +26,9 @@ GUNICORN_ARGS = ["--workers", "2", "--threads", "4", "--access-logfile", "-"]
 def gunicorn(app: str, env: dict[str, str], ready_path: str) -> Iterator[int]:
     """`gunicorn <GUNICORN_ARGS> <app>` on a free loopback port, ready when `ready_path` answers under 500; yields
     the port."""
-    port = free_port()
     log = Path(tempfile.mkdtemp(prefix="tb-bench-")) / "gunicorn.log"
-    service = Service("gunicorn", gunicorn_argv(port, *GUNICORN_ARGS, app=app), {**os.environ, **env}, log).start()
-    try:
-        service.wait_ready(lambda: http_ok(f"http://127.0.0.1:{port}{ready_path}", below=500), 60)
-        yield port
-    finally:
-        service.stop(20)
+    with serve({**os.environ, **env}, log, *GUNICORN_ARGS, app=app, ready_path=ready_path, below=500) as served:
+        yield served.port
 
 
 @contextmanager

@@ -23,10 +23,11 @@ PHASE_TIMEOUT_S = 900
 #: framework -> nodes. meta runs on two nodes (two torchrun agents rendezvousing on localhost, FSDP over gloo).
 FRAMEWORKS = {"hf": 1, "nemo": 1, "meta": 2}
 TRAIN_ARGS = {"max_steps": 30, "save_steps": 10, "logging_steps": 5, "lr": 1e-3, "batch_size": 8, "block_size": 64}
-#: The runs that are cancelled or killed: long enough to be caught between two checkpoints.
+#: The run that is cancelled and retried: long enough to be caught between two checkpoints.
 LONG_ARGS = {**TRAIN_ARGS, "max_steps": 500, "save_steps": 30, "logging_steps": 10}
-#: The recovered run's policy: two attempts in all, a short backoff.
+#: The recovered run: two attempts in all, a short backoff; killed just after its first checkpoint (step 20).
 RECOVERY = {"max_attempts": 2, "backoff_s": 3}
+RECOVERY_ARGS = {**TRAIN_ARGS, "max_steps": 120, "save_steps": 20, "logging_steps": 10}
 
 
 class TimedDisplay(Display):
@@ -180,7 +181,7 @@ class Scenes:
     def recover_automatically(self) -> None:
         banner("Automatic recovery: the trainer is killed mid-run; the broker starts attempt 2 from the checkpoint")
         run_id = "fx_recovery_demo"
-        name = self.submit(self.request("hf", run_id, LONG_ARGS, recovery=RECOVERY))
+        name = self.submit(self.request("hf", run_id, RECOVERY_ARGS, recovery=RECOVERY))
         self.wait_for_checkpoint(name, run_id)
         job = self.client.get(name)
         killed = self.stack.kill_trainer(job["namespace"], job["cluster_object"])
