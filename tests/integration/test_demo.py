@@ -1,4 +1,5 @@
-"""`make demo` itself, run as a user runs it (in its own folder): every framework trains, cancel and resume work."""
+"""`make demo` itself, run as a user runs it (in its own folder): every framework trains, cancel and resume work, a
+killed trainer is recovered automatically."""
 
 from __future__ import annotations
 
@@ -23,5 +24,6 @@ def test_the_demo_trains_every_framework_and_resumes_a_cancelled_run(tmp_path: P
         assert f"framework {framework} succeeded (attempt 1)" in summary
     assert "framework hf cancelled (attempt 1)" in summary and "framework hf succeeded (attempt 2)" in summary
     assert "resuming from step" in summary
+    assert "recovered automatically, 2 of 2 attempts used" in summary
     assert "Flower: http://127.0.0.1:" in out and "demo: every job ended as expected" in out
     assert "stopped worker" in out and "stopped redis" in out
