@@ -25,9 +25,9 @@ FRAMEWORKS = {"hf": 1, "nemo": 1, "meta": 2}
 TRAIN_ARGS = {"max_steps": 30, "save_steps": 10, "logging_steps": 5, "lr": 1e-3, "batch_size": 8, "block_size": 64}
 #: The run that is cancelled and retried: long enough to be caught between two checkpoints.
 LONG_ARGS = {**TRAIN_ARGS, "max_steps": 500, "save_steps": 30, "logging_steps": 10}
-#: The recovered run: two attempts in all, a short backoff; killed just after its first checkpoint (step 20).
+#: The recovered run: two attempts in all, a short backoff; killed just after its first checkpoint (step 20 of 60).
 RECOVERY = {"max_attempts": 2, "backoff_s": 3}
-RECOVERY_ARGS = {**TRAIN_ARGS, "max_steps": 120, "save_steps": 20, "logging_steps": 10}
+RECOVERY_ARGS = {**TRAIN_ARGS, "max_steps": 60, "save_steps": 20, "logging_steps": 10}
 
 
 class TimedDisplay(Display):
@@ -185,6 +185,8 @@ class Scenes:
         self.wait_for_checkpoint(name, run_id)
         job = self.client.get(name)
         killed = self.stack.kill_trainer(job["namespace"], job["cluster_object"])
+        if not killed:
+            raise DemoFailed(f"{name} had no trainer process left to kill (it ended first?)")
         say(f"killed the trainer of {name} with SIGKILL (pids {killed}), as when its node dies")
 
         def settled(job: dict[str, Any]) -> bool:  # ended, and no further automatic attempt is coming
