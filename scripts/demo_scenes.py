@@ -17,6 +17,7 @@ from demo_storage import layout
 from devstack import wait_for
 from devstack.samples import sample_request
 from trainctl import Client, TrainerError
+from trainctl.client import Job
 from trainctl.display import BarDisplay, Display
 
 PHASE_TIMEOUT_S = 900
@@ -68,11 +69,11 @@ class Scenes:
     def submit(self, request: Path) -> str:
         return self.stack.trainctl("submit", str(request)).split()[0]
 
-    def watch(self, names: list[str], done: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+    def watch(self, names: list[str], done: Callable[[Job], bool] | None = None) -> dict[str, Job]:
         """Poll until every job is done (terminal, by default), showing each state change and training step."""
         finished = done or (lambda job: bool(job.get("terminal")))
         shown = displays(names)
-        final: dict[str, Any] = {}
+        final: dict[str, Job] = {}
 
         def all_done() -> bool:
             self.stack.check_alive()
@@ -184,12 +185,12 @@ class Scenes:
         name = self.submit(self.request("hf", run_id, RECOVERY_ARGS, recovery=RECOVERY))
         self.wait_for_checkpoint(name, run_id)
         job = self.client.get(name)
-        killed = self.stack.kill_trainer(job["namespace"], job["cluster_object"])
+        killed = self.stack.kill_trainer(job["namespace"], job["cluster_object"] or name)
         if not killed:
             raise DemoFailed(f"{name} had no trainer process left to kill (it ended first?)")
         say(f"killed the trainer of {name} with SIGKILL (pids {killed}), as when its node dies")
 
-        def settled(job: dict[str, Any]) -> bool:  # ended, and no further automatic attempt is coming
+        def settled(job: Job) -> bool:  # ended, and no further automatic attempt is coming
             return bool(job.get("terminal")) and (job["status"] != "failed" or job["attempt"] >= RECOVERY[
                 "max_attempts"] or "not retried automatically" in (job.get("detail") or ""))
 

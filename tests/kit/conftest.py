@@ -11,11 +11,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from devstack import RedisServer, Service, free_port, http_ok
+from devstack.s3 import S3Server
 from tests.kit import support
 
 BUCKET = "training-runs"
@@ -39,18 +38,10 @@ def kit_redis() -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="session")
 def kit_s3() -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    s3_client(endpoint).create_bucket(Bucket=BUCKET)
-    yield endpoint
+    server = S3Server().start()
+    server.client().create_bucket(Bucket=BUCKET)
+    yield server.endpoint_url
     server.stop()
-
-
-def s3_client(endpoint: str):  # type: ignore[no-untyped-def]
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
 def rebind(argv: list[str], flag: str, value: str) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.support.s3 import S3Server
+from devstack.s3 import S3Server
 from tests.trainer.runs import (
     check_layout,
     kill_group,
