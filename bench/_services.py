@@ -7,9 +7,6 @@ import http.client
 import json
 import multiprocessing as mp
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,63 +14,33 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.core import ROOT
-from tests.support.redis_server import free_port
+from devstack import Service, celery_argv
+from devstack.commands import worker_options
+from devstack.gunicorn import serve
 
 #: The gunicorn settings both the API and its baseline run under: the image's (Dockerfile `CMD`, compose, k8s).
 GUNICORN_ARGS = ["--workers", "2", "--threads", "4", "--access-logfile", "-"]
 
 
-def _wait_http(port: int, path: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {log.read_text(errors='replace')}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", path)
-            if conn.getresponse().status < 500:
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"server did not become ready: {log.read_text(errors='replace')}")
-
-
 @contextmanager
 def gunicorn(app: str, env: dict[str, str], ready_path: str) -> Iterator[int]:
-    """`gunicorn <GUNICORN_ARGS> <app>` on a free loopback port; yields the port."""
-    port = free_port()
+    """`gunicorn <GUNICORN_ARGS> <app>` on a free loopback port, ready when `ready_path` answers under 500; yields
+    the port."""
     log = Path(tempfile.mkdtemp(prefix="tb-bench-")) / "gunicorn.log"
-    argv = [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", *GUNICORN_ARGS, app]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        _wait_http(port, ready_path, proc, log)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(20)
+    with serve({**os.environ, **env}, log, *GUNICORN_ARGS, app=app, ready_path=ready_path, below=500) as served:
+        yield served.port
 
 
 @contextmanager
-def celery_worker(env: dict[str, str], concurrency: int = 2) -> Iterator[subprocess.Popen[bytes]]:
+def celery_worker(env: dict[str, str], concurrency: int = 2) -> Iterator[Service]:
     """`celery -A broker.celery_app worker -c N -I bench._noop`: the broker's worker, plus the no-op task."""
     log = Path(tempfile.mkdtemp(prefix="tb-bench-")) / "worker.log"
-    argv = [sys.executable, "-m", "celery", "-A", "broker.celery_app", "worker", "-l", "warning", "-c",
-            str(concurrency), "-I", "bench._noop", "-n", f"bench-{os.getpid()}@%h", "--without-gossip",
-            "--without-mingle", "--without-heartbeat"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    options = worker_options(f"bench-{os.getpid()}@%h", concurrency, "warning")
+    service = Service("worker", celery_argv("worker", *options, "-I", "bench._noop"), {**os.environ, **env}, log)
     try:
-        yield proc
+        yield service.start()
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        service.stop(20)
 
 
 def _load_worker(port: int, method: str, path: str, body: dict[str, Any] | None, headers: dict[str, str],

@@ -20,9 +20,9 @@ from broker.quota import QuotaLedger
 from broker.render import render_pytorchjob
 from broker.settings import BrokerSettings, Quota
 from broker.store import Change, JobStore
+from devstack import RedisServer
 from tests.support.jobs import make_record
 from tests.support.k8s_emulator import K8sEmulator
-from tests.support.redis_server import RedisServer
 
 
 class CountingConnection(redis.Connection):

@@ -19,7 +19,7 @@ import json
 from bench._services import gunicorn, requests_per_second
 from bench.core import Figure, table
 from bench.memory_bench import SAMPLE
-from tests.support.redis_server import RedisServer
+from devstack import RedisServer
 
 TOKEN = "bench-token"
 BODY = {**SAMPLE, "run_id": "bench_api"}

@@ -37,10 +37,10 @@ from broker.jobs import JobRecord
 from broker.names import SUBMIT_TASK
 from broker.settings import BrokerSettings
 from broker.store import JobStore
+from devstack import RedisServer
 from tests.support.celery_worker import worker_env
 from tests.support.jobs import make_record
 from tests.support.k8s_emulator import K8sEmulator
-from tests.support.redis_server import RedisServer
 
 RATE = 50.0
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import psutil
 
-from tests.support.redis_server import free_port
+from devstack import free_port
 from trainer.tiny import build_tiny_model, write_sample_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

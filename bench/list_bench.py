@@ -27,8 +27,8 @@ from bench.core import Figure, table
 from broker.jobs import JobStatus
 from broker.settings import BrokerSettings
 from broker.store import Change, JobStore
+from devstack import RedisServer
 from tests.support.jobs import make_record
-from tests.support.redis_server import RedisServer
 
 TOKEN = "bench-token"
 FRAMEWORKS = ("hf", "meta", "nemo")

@@ -17,14 +17,12 @@ import redis
 from bench.core import Figure, table
 from broker.jobs import JobStatus
 from broker.store import Change, JobStore
+from devstack import RedisServer
+from devstack.samples import sample_request
 from tests.support.jobs import make_record
-from tests.support.redis_server import RedisServer
 
-#: The sample request's shape (2 nodes × 8 GPUs, an 8B model, extra args) as the API stores it.
-SAMPLE = {"framework": "nemo", "model_id": "nemotron-8b-fx", "num_nodes": 2, "gpus_per_node": 8,
-          "cpus_per_node": 48, "memory_per_node_gb": 512, "image": "ghcr.io/deepfinery/trainer:latest",
-          "checkpoint_base_uri": "s3://deepfinery-training/runs", "dataset_uri": "s3://deepfinery-datasets/fx/v3/",
-          "resume_from_checkpoint": True, "extra_args": {"max_steps": 50000, "lr": 3e-5, "batch_size": 128}}
+#: The sample request's shape (docs/examples/request.json: 2 nodes × 8 GPUs, an 8B model, extra args).
+SAMPLE = {k: v for k, v in sample_request().items() if k != "run_id"}
 
 
 def _used(client: redis.Redis) -> int:

@@ -31,8 +31,8 @@ from typing import Any
 import boto3
 
 from bench.core import Figure, table
-from tests.support.redis_server import free_port
-from tests.support.s3 import DUMMY_CREDENTIALS
+from devstack import free_port
+from devstack.s3 import DUMMY_CREDENTIALS
 from trainer.checkpoints import POINTER, CheckpointManager, manifest_name
 from trainer.storage import S3Storage
 

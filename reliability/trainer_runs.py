@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from devstack.s3 import DUMMY_CREDENTIALS, S3Server
 from reliability.s3_proxy import Faults, S3Proxy
 from reliability.table import Row as Table
-from tests.support.s3 import DUMMY_CREDENTIALS, S3Server
 from tests.trainer.runs import python_m_trainer, torchrun_train_py, trainer_args, trainer_env
 from trainer.tiny import write_sample_dataset
 

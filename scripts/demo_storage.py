@@ -6,11 +6,11 @@ progress and logs through its own reader. `files()` lists what a run wrote, for 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Protocol
 
-import boto3
+from devstack import wait_for
+from devstack.s3 import answers, s3_client
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo", "AWS_DEFAULT_REGION": "us-east-1"}
 RUNS_BUCKET, DATA_BUCKET = "demo-training", "demo-datasets"
@@ -62,20 +62,11 @@ class S3Runs:
 
     def client(self) -> Any:
         if self._client is None:
-            self._client = boto3.client("s3", endpoint_url=self.endpoint_url, region_name="us-east-1",
-                                        aws_access_key_id="demo", aws_secret_access_key="demo")
+            self._client = s3_client(self.endpoint_url, CREDENTIALS)
         return self._client
 
     def wait_ready(self, timeout_s: float = 30) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                self.client().list_buckets()
-                break
-            except Exception:  # connection refused until the server listens
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        wait_for(lambda: answers(self.client()), timeout_s, f"the S3 endpoint {self.endpoint_url}", interval=0.2)
         for bucket in (RUNS_BUCKET, DATA_BUCKET):
             self.client().create_bucket(Bucket=bucket)
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.support.redis_server import RedisServer
+from devstack import RedisServer
 
 
 @pytest.fixture(scope="session")

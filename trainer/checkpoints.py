@@ -30,11 +30,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from trainer.config import join_uri
+from trainer.config import join_uri, now_iso
 from trainer.storage import ObjectNotFound, Storage, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -241,7 +240,7 @@ class CheckpointManager:
                 self.before_manifest(step)
             except Exception:
                 log.warning("before_manifest hook failed for step %d", step, exc_info=True)
-        created = datetime.now(UTC).isoformat(timespec="seconds")
+        created = now_iso()
         listed = tuple(CheckpointFile(rel, size) for rel, size in sorted(files.items()))
         write_json(self.storage, self._join(manifest_name(step)),
                    Manifest(step, name, listed, created, dict(metadata or {})).to_json())

@@ -16,6 +16,7 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 FRAMEWORKS = ("hf", "nemo", "meta")
@@ -38,6 +39,11 @@ _ENV_FALLBACKS = {
 _REQUIRED = ("framework", "run_id", "checkpoint_base_uri", "dataset_uri", "model_id")
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f", ""}
+
+
+def now_iso() -> str:
+    """The system's one timestamp format (the broker's too): UTC with milliseconds, e.g. `2026-11-29T04:36:00.123Z`."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class ConfigError(ValueError):

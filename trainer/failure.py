@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping
-from datetime import UTC, datetime
+
+from trainer.config import now_iso
 
 FAILURE_FILE = "failure.json"
 INVALID_INPUT, ERROR, TERMINATED = "invalid_input", "error", "terminated"
@@ -46,7 +47,7 @@ def record_failure(kind: str, message: str, logs_uri: str, environ: Mapping[str,
         "message": message[:2000],
         "attempt": int(attempt_raw) if attempt_raw.isdigit() else None,
         "rank": rank,
-        "at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "at": now_iso(),
     }
     try:
         from trainer.storage import storage_for

@@ -18,12 +18,11 @@ import platform
 import threading
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from trainer.config import RunConfig, join_uri
+from trainer.config import RunConfig, join_uri, now_iso
 from trainer.dist import DistInfo
 from trainer.storage import ObjectNotFound, Storage, write_json
 
@@ -32,10 +31,6 @@ log = logging.getLogger(__name__)
 LIBRARIES = ("torch", "transformers", "tokenizers", "datasets", "pyarrow", "accelerate", "lightning", "nemo_toolkit",
              "boto3", "safetensors")
 LOG_FORMAT = "%(asctime)s %(levelname)s rank{rank} %(name)s: %(message)s"
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def library_versions() -> dict[str, str]:

@@ -44,7 +44,6 @@ import socket
 import subprocess
 import sys
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +54,7 @@ from broker.backends.local_files import DELETED_DIR, OBJECT_FILE, STATE_FILE, jo
 from broker.backends.local_files import read_json as _read_json
 from broker.backends.local_files import write_json as _write_json
 from broker.backends.local_status import FAILED, RUNNING, SUCCEEDED, Outcome, ReplicaState, decide_outcome, job_status
+from broker.jobs import now_iso
 from broker.launch_policy import replica_base_env
 
 #: (replica type, index, node rank, container) per replica, Master first.
@@ -62,10 +62,6 @@ Plan = list[tuple[str, int, int, dict[str, Any]]]
 Argv = list[str]
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)|\$\$")
 _SELECTOR_TERM = re.compile(r"^\s*(!?)\s*([^=!\s]+)\s*(?:(==|=|!=)\s*(\S*))?\s*$")
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def free_port() -> int:

@@ -19,9 +19,10 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+
+from broker.jobs import now_iso
 
 
 def exit_code_of(returncode: int) -> int:
@@ -30,7 +31,7 @@ def exit_code_of(returncode: int) -> int:
 
 
 def write_exit_file(path: Path, exit_code: int) -> None:
-    finished_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    finished_at = now_iso()
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps({"exit_code": exit_code, "finished_at": finished_at}))
     os.replace(tmp, path)

@@ -14,10 +14,11 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devstack import REPO_ROOT
+from devstack.s3 import S3Server
 from reliability.load import HEADERS, job_body
-from reliability.stack import REPO_ROOT, TOKEN, Stack
+from reliability.stack import TOKEN, Stack
 from reliability.table import Row
-from tests.support.s3 import S3Server
 
 FUZZ_BIN = REPO_ROOT / ".venv-fuzz" / "bin" / "schemathesis"
 SCALARS = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import psutil
 
+from devstack import Service
 from reliability.checks import census
 from reliability.load import job_body, post_all
 from reliability.scenarios.common import Clock, fill, wait_settled
-from reliability.stack import Proc, Stack
+from reliability.stack import Stack
 from reliability.table import Row
 
 DURATION_S = 3600.0
@@ -62,7 +63,7 @@ def run(workdir: Path, quick: bool) -> Row:
                 time.sleep(1)
 
         def sampler() -> None:
-            procs: dict[str, Proc | None] = {"API": api, "beat": beat}
+            procs: dict[str, Service | None] = {"API": api, "beat": beat}
             while not done.wait(10):
                 t = clock.elapsed()
                 for role, proc in procs.items():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import copy
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -15,31 +14,17 @@ from flask.testing import FlaskClient
 
 from api.app import create_app
 from broker.store import JobStore
+from devstack.samples import sample_request
 
 TOKEN = "token-a"
 AUTH = {"X-TRAINER-TOKEN": TOKEN}
 
-#: The product's sample request (8B model, 2 nodes x 8 GPUs), as a platform team sends it.
-SEED_SAMPLE: dict[str, Any] = {
-    "framework": "nemo",
-    "model_id": "nemotron-8b-fx",
-    "num_nodes": 2,
-    "gpus_per_node": 8,
-    "cpus_per_node": 48,
-    "memory_per_node_gb": 512,
-    "image": "ghcr.io/deepfinery/trainer:latest",
-    "run_id": "fx_ruleset_v3_2025_11_26_01",
-    "checkpoint_base_uri": "s3://deepfinery-training/runs",
-    "dataset_uri": "s3://deepfinery-datasets/fx/v3/",
-    "resume_from_checkpoint": True,
-    "extra_args": {"max_steps": 50000, "lr": 3e-5, "batch_size": 128},
-}
+#: The product's sample request, docs/examples/request.json.
+SEED_SAMPLE: dict[str, Any] = sample_request()
 
 
 def sample(**overrides: Any) -> dict[str, Any]:
-    body = copy.deepcopy(SEED_SAMPLE)
-    body.update(overrides)
-    return body
+    return sample_request(**overrides)
 
 
 def api_env(redis_url: str, **extra: str) -> dict[str, str]:

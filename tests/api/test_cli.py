@@ -17,8 +17,8 @@ from werkzeug.serving import make_server
 from api.app import create_app
 from broker.jobs import JobStatus
 from broker.store import JobStore
+from devstack import free_port
 from tests.api.conftest import TOKEN, api_env, sample
-from tests.support.redis_server import free_port
 from trainctl.cli import main
 
 

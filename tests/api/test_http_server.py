@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,9 @@ import pytest
 import requests
 
 from broker.names import SUBMIT_TASK
+from devstack import free_port
+from devstack.gunicorn import serve
 from tests.api.conftest import SEED_SAMPLE
-from tests.support.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -23,34 +23,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def server(redis_url: str, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
     env = {**os.environ, "REDIS_URL": redis_url, "TRAINER_API_TOKEN": "http-token",
            "TRAINER_CLUSTER_BACKEND": "local", "TRAINER_NAMESPACE": "http-team"}
     env.pop("TRAINER_AUTH_DISABLED", None)
-    log = (tmp_path / "gunicorn.log").open("w")
-    argv = [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", "2", "api.app:create_app()"]
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(base, proc, tmp_path / "gunicorn.log")
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(20)
-        log.close()
-
-
-def _wait_ready(base: str, proc: subprocess.Popen[Any], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gunicorn exited: {log.read_text()}")
-        try:
-            if requests.get(f"{base}/healthz", timeout=2).ok:
-                return
-        except (requests.ConnectionError, requests.Timeout):
-            time.sleep(0.2)
-    raise RuntimeError(f"gunicorn did not become ready: {log.read_text()}")
+    with serve(env, tmp_path / "gunicorn.log", "-w", "2") as served:
+        yield served.url
 
 
 def test_the_seed_sample_posted_over_http_is_queued_stored_and_read_back(server: str, tasks: Any) -> None:

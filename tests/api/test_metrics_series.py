@@ -13,9 +13,9 @@ from flask.testing import FlaskClient
 from api import run_metrics
 from broker import run_files
 from broker.store import JobStore
+from devstack.s3 import S3Server
 from tests.api.conftest import AUTH
 from tests.api.test_observe import make_client, s3_env, submit  # noqa: F401  (s3_env is a fixture)
-from tests.support.s3 import S3Server
 
 
 def train_row(step: int, loss: float, **extra: Any) -> dict[str, Any]:

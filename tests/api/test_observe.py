@@ -17,9 +17,9 @@ from api.app import create_app
 from broker import run_files
 from broker.backends.local import LocalBackend  # the worker side: it runs the job whose logs the API reads
 from broker.store import JobStore
+from devstack import free_port
+from devstack.s3 import S3Server
 from tests.api.conftest import AUTH, api_env, sample
-from tests.support.redis_server import free_port
-from tests.support.s3 import S3Server
 
 
 def make_client(redis_url: str, workdir: Path, **config: Any) -> tuple[FlaskClient, JobStore]:

@@ -16,8 +16,8 @@ from broker.jobs import JobStatus, default_job_name
 from broker.names import SUBMIT_TASK
 from broker.settings import BrokerSettings
 from broker.store import JobStore
+from devstack import free_port
 from tests.api.conftest import AUTH, SEED_SAMPLE, api_env, sample
-from tests.support.redis_server import free_port
 
 SEED_NAME = default_job_name("nemo", "fx_ruleset_v3_2025_11_26_01")
 

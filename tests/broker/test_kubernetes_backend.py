@@ -8,9 +8,9 @@ from broker.backends import errors
 from broker.backends.kubernetes import KubernetesBackend
 from broker.render import MANAGED_SELECTOR, render_pytorchjob
 from broker.settings import BrokerSettings
+from devstack import free_port
 from tests.support.jobs import make_record
 from tests.support.k8s_emulator import K8sEmulator
-from tests.support.redis_server import free_port
 
 SETTINGS = BrokerSettings()
 

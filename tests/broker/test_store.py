@@ -228,7 +228,7 @@ def test_store_refuses_a_client_without_decoded_responses(redis_url: str) -> Non
 
 
 def test_redis_down_surfaces_as_connection_error() -> None:
-    from tests.support.redis_server import free_port
+    from devstack import free_port
 
     store = JobStore(redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", decode_responses=True))
     with pytest.raises(redis.ConnectionError):

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from devstack import RedisServer, free_port
 from tests.support.celery_worker import worker_env
 from tests.support.flower import start_flower, stop_flower, wait_listening
-from tests.support.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -15,11 +15,11 @@ from broker.names import CANCEL_TASK, SUBMIT_TASK
 from broker.quota import QuotaLedger
 from broker.settings import BrokerSettings
 from broker.store import JobStore
-from tests.support.celery_worker import CeleryWorker, wait_for, worker_env
+from devstack import RedisServer, wait_for
+from tests.support.celery_worker import CeleryWorker, worker_env
 from tests.support.jobs import make_record
 from tests.support.k8s_emulator import K8sEmulator
 from tests.support.pytorchjob_rules import validate_pytorchjob
-from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 S = JobStatus

@@ -16,11 +16,11 @@ from api.app import create_app
 from broker.jobs import JobRecord, JobStatus
 from broker.quota import QuotaLedger
 from broker.store import JobStore
+from devstack import RedisServer, wait_for
 from tests.api.conftest import AUTH, TOKEN
-from tests.support.celery_worker import CeleryWorker, wait_for, worker_env
+from tests.support.celery_worker import CeleryWorker, worker_env
 from tests.support.k8s_emulator import K8sEmulator
 from tests.support.pytorchjob_rules import validate_pytorchjob
-from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 S = JobStatus

@@ -19,11 +19,12 @@ import pytest
 from werkzeug.serving import make_server
 
 from api.app import create_app
+from devstack import Service, celery_argv
+from devstack.commands import worker_options
 from tests.api.conftest import TOKEN, sample
 from trainctl.cli import main as trainctl
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
@@ -37,22 +38,20 @@ def tiny_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 class System:
     def __init__(self, url: str, workdir: Path, runs: Path, env: dict[str, str], logs: Path) -> None:
         self.url, self.workdir, self.runs, self.env, self.logs = url, workdir, runs, env, logs
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.procs: dict[str, Service] = {}
 
     def start(self, role: str) -> None:
-        celery = [str(BIN / "celery"), "-A", "broker.celery_app"]
         argv = {
-            "worker": [*celery, "worker", "-l", "info", "-c", "2", "--without-gossip", "--without-mingle"],
-            "beat": [*celery, "beat", "-l", "warning", "-s", str(self.logs / "beat-schedule")],
+            "worker": celery_argv("worker", *worker_options(f"e2e-{role}@%h", 2, heartbeat=True)),
+            "beat": celery_argv("beat", "-l", "warning", "-s", str(self.logs / "beat-schedule")),
         }[role]
-        with open(self.logs / f"{role}.log", "ab") as log:
-            self.procs[role] = subprocess.Popen(argv, env=self.env, start_new_session=True, stdout=log,
-                                                stderr=subprocess.STDOUT)
+        self.procs[role] = Service(role, argv, self.env, self.logs / f"{role}.log").start()
 
     def kill(self, role: str, signum: int = signal.SIGTERM) -> None:
-        proc = self.procs.pop(role)
-        os.killpg(proc.pid, signum)
-        proc.wait(30)
+        service = self.procs.pop(role)
+        service.signal(signum)
+        assert service.proc is not None
+        service.proc.wait(30)
 
 
 def _services_env(redis_url: str, workdir: Path) -> dict[str, str]:

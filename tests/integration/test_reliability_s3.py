@@ -13,10 +13,10 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from devstack.s3 import DUMMY_CREDENTIALS, S3Server
 from reliability.s3_proxy import Faults, Request, S3Proxy
 from reliability.scenarios.storage_faults import early_manifests, unretried
 from reliability.trainer_runs import TrainerLab
-from tests.support.s3 import DUMMY_CREDENTIALS, S3Server
 
 
 @pytest.fixture

@@ -22,10 +22,10 @@ from werkzeug.serving import make_server
 from api.app import create_app
 from broker.jobs import JobRecord, JobStatus
 from broker.store import JobStore
+from devstack import RedisServer, wait_for
 from tests.api.conftest import AUTH, TOKEN
-from tests.support.celery_worker import CeleryWorker, wait_for, worker_env
+from tests.support.celery_worker import CeleryWorker, worker_env
 from tests.support.k8s_emulator import K8sEmulator
-from tests.support.redis_server import RedisServer
 from trainctl import Client
 from trainctl.cli import main as trainctl
 

@@ -7,19 +7,15 @@ Only what cannot run here is rewritten: the bind address (a free loopback port i
 from __future__ import annotations
 
 import os
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import pytest
-import requests
-from moto.server import ThreadedMotoServer
 
+from devstack import RedisServer, Service, free_port, http_ok
+from devstack.s3 import S3Server
 from tests.kit import support
-from tests.support.redis_server import RedisServer, free_port
 
 BUCKET = "training-runs"
 
@@ -29,7 +25,7 @@ class LiveApi:
     url: str
     token: str
     s3_endpoint: str
-    proc: subprocess.Popen[bytes]
+    service: Service
     log: Path
 
 
@@ -42,18 +38,10 @@ def kit_redis() -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="session")
 def kit_s3() -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    s3_client(endpoint).create_bucket(Bucket=BUCKET)
-    yield endpoint
+    server = S3Server().start()
+    server.client().create_bucket(Bucket=BUCKET)
+    yield server.endpoint_url
     server.stop()
-
-
-def s3_client(endpoint: str):  # type: ignore[no-untyped-def]
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
 def rebind(argv: list[str], flag: str, value: str) -> list[str]:
@@ -83,17 +71,9 @@ def local_env(env: dict[str, str], redis: RedisServer, s3_endpoint: str) -> dict
             "PATH": f"{support.VENV_BIN}:{os.environ.get('PATH', '')}", "HOME": os.environ.get("HOME", "/tmp")}
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"{url}: the process exited: {log.read_text()[-3000:]}"
-        try:
-            if requests.get(url, timeout=5).status_code == 200:
-                return
-        except (requests.ConnectionError, requests.Timeout):
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer 200 within {timeout}s: {log.read_text()[-3000:]}")
+def wait_http(url: str, service: Service, timeout: float = 60) -> None:
+    """Wait for `url` to answer 2xx, failing with the log's tail when the service exits first."""
+    service.wait_ready(lambda: http_ok(url, timeout=5), timeout)
 
 
 @pytest.fixture(scope="session")
@@ -103,13 +83,10 @@ def live_api(kit_redis: RedisServer, kit_s3: str, tmp_path_factory: pytest.TempP
     argv = rebind(argv, "--bind", f"127.0.0.1:{port}")
     argv = rebind(argv, "--worker-tmp-dir", str(tmp_path_factory.mktemp("gunicorn")))
     log = tmp_path_factory.mktemp("api") / "api.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, cwd=support.ROOT, env=local_env(env, kit_redis, kit_s3), stdout=out,
-                                stderr=subprocess.STDOUT)
+    service = Service("api", argv, local_env(env, kit_redis, kit_s3), log).start()
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{url}/readyz", proc, log)
-        yield LiveApi(url=url, token=env["TRAINER_API_TOKEN"], s3_endpoint=kit_s3, proc=proc, log=log)
+        wait_http(f"{url}/readyz", service)
+        yield LiveApi(url=url, token=env["TRAINER_API_TOKEN"], s3_endpoint=kit_s3, service=service, log=log)
     finally:
-        proc.terminate()
-        proc.wait(20)
+        service.stop(20)

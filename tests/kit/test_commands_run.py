@@ -19,24 +19,18 @@ import redis
 import requests
 
 from broker.names import SYNC_TASK
+from devstack import RedisServer, Service, free_port
 from tests.kit import support
 from tests.kit.conftest import deployed, local_env, rebind, wait_http
-from tests.support.redis_server import RedisServer, free_port
 
 
 @contextmanager
-def running(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, cwd=support.ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+def running(argv: list[str], env: dict[str, str], log: Path) -> Iterator[Service]:
+    service = Service(Path(argv[0]).name, argv, env, log).start()
     try:
-        yield proc
+        yield service
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        service.stop(30)
 
 
 def _env(role: str, server: RedisServer, db: int) -> tuple[list[str], dict[str, str]]:
@@ -56,7 +50,7 @@ def test_the_worker_starts_and_answers_its_liveness_probe(kit_redis: RedisServer
     with running(argv, env, log) as proc:
         deadline = time.monotonic() + 90
         while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
+            proc.check_alive(tail=40)
             done = subprocess.run(probe_argv, cwd=support.ROOT, env=env, capture_output=True, text=True, timeout=60)
             if done.returncode == 0:
                 assert "pong" in done.stdout
@@ -75,7 +69,7 @@ def test_beat_enqueues_the_periodic_sync(kit_redis: RedisServer, tmp_path: Path)
     with running(argv, env, log) as proc:
         deadline = time.monotonic() + 90
         while client.llen("celery") == 0:
-            assert proc.poll() is None, log.read_text()[-3000:]
+            proc.check_alive(tail=40)
             assert time.monotonic() < deadline, f"beat sent nothing: {log.read_text()[-3000:]}"
             time.sleep(0.5)
     assert SYNC_TASK in client.lindex("celery", 0)  # type: ignore[operator]
@@ -90,7 +84,7 @@ def test_flower_answers_only_with_the_secret_credentials(kit_redis: RedisServer,
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "flower.log"
     with running(argv, env, log) as proc:
-        wait_http(f"{url}/healthcheck", proc, log, timeout=90)
+        wait_http(f"{url}/healthcheck", proc, timeout=90)
         assert requests.get(f"{url}/", timeout=10).status_code == 401
         assert requests.get(f"{url}/api/workers", timeout=10).status_code == 401
         assert requests.get(f"{url}/", auth=(user, "wrong"), timeout=10).status_code == 401

@@ -21,9 +21,9 @@ import redis
 from moto.server import ThreadedMotoServer
 
 from broker.settings import BrokerSettings
+from devstack import free_port
 from tests.kit import support
 from tests.kit.support import compose
-from tests.support.redis_server import free_port
 
 
 def _service(name: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import re
 import subprocess
 
 from api.schemas import TrainingJobRequestSchema
+from devstack.samples import SAMPLE_REQUEST_FILE, sample_request
 from tests.kit import support
 from tests.kit.test_postman import COLLECTION, served_routes
 
@@ -60,6 +61,14 @@ def test_usage_request_bodies_are_valid_requests() -> None:
     assert len(requests) >= 2
     for body in requests:
         TrainingJobRequestSchema().load(body)
+
+
+def test_api_spec_example_is_the_sample_request_file() -> None:
+    text = _read("API_SPEC.md")
+    assert str(SAMPLE_REQUEST_FILE.relative_to(DOCS)) in text
+    examples = [json.loads(b) for b in _code_blocks(text, "json") if '"run_id"' in b]
+    assert sample_request() in examples
+    TrainingJobRequestSchema().load(sample_request())
 
 
 def test_usage_names_the_collection_and_its_variables() -> None:

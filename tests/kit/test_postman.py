@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from api.app import create_app
+from devstack.s3 import s3_client
 from tests.kit import support
-from tests.kit.conftest import BUCKET, LiveApi, s3_client
+from tests.kit.conftest import BUCKET, LiveApi
 
 COLLECTION = support.ROOT / "docs" / "postman" / "trainer-apis.postman_collection.json"
 NEWMAN = support.ROOT / "node_modules" / ".bin" / "newman"

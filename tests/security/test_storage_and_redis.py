@@ -14,8 +14,8 @@ from flask.testing import FlaskClient
 from api.app import create_app
 from broker.retention import purge_expired
 from broker.store import JobStore
+from devstack import RedisServer
 from tests.security.conftest import A, request_for, tenants_env
-from tests.support.redis_server import RedisServer
 
 
 def _job(client: FlaskClient, root: Path, run_id: str, **overrides: object) -> tuple[str, Path]:

@@ -12,8 +12,8 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 
+from devstack import free_port
 from tests.security.conftest import OPS, A, B, request_for, tenants_env
-from tests.support.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,37 +1,19 @@
 """A real `celery -A broker.celery_app worker` process for integration tests (optionally with an embedded beat).
 
-It runs in its own session so `kill9()` takes down the whole worker (main process and pool children) at once, like
-a lost node. Its log goes to a file the test can show on failure.
+It runs in its own session (a `devstack.Service`) so `kill9()` takes down the whole worker (main process and pool
+children) at once, like a lost node. Its log goes to a file the test can show on failure.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
-from tests.support.pytorchjob_rules import REPO_ROOT
-
-T = TypeVar("T")
-
-
-def wait_for(check: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:
-    """Poll `check()` until it returns something truthy; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
+from devstack import Exited, Service, celery_argv, wait_for
+from devstack.commands import worker_options
 
 
 class CeleryWorker:
@@ -46,44 +28,50 @@ class CeleryWorker:
         #: The node name the worker registers under (`-n`), as Flower and `celery inspect` show it.
         self.hostname = f"test-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
         self.log = workdir / f"worker-{uuid.uuid4().hex[:6]}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.service: Service | None = None
 
-    def start(self, timeout: float = 90.0) -> CeleryWorker:
-        argv = [sys.executable, "-m", "celery", "-A", "broker.celery_app", "worker", "-l", "info",
-                "-c", str(self.concurrency), "-n", self.hostname, "--without-gossip", "--without-mingle",
-                *(["-E"] if self.events else ["--without-heartbeat"])]
+    def launch(self) -> CeleryWorker:
+        """Start without waiting for readiness (a replacement started right after a kill)."""
+        argv = celery_argv("worker", *worker_options(self.hostname, self.concurrency, heartbeat=self.events))
+        if self.events:
+            argv.append("-E")
         if self.beat:
             argv += ["-B", "-s", str(self.workdir / f"beat-{uuid.uuid4().hex[:6]}")]
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(argv, env=self.env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        wait_for(self._ready, timeout, f"the celery worker to be ready (log: {self.log})")
+        self.service = Service("celery worker", argv, self.env, self.log).start()
         return self
 
+    def start(self, timeout: float = 90.0) -> CeleryWorker:
+        self.launch()
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        wait_for(self._ready, timeout, f"the celery worker to be ready (log: {self.log})")
+
     def _ready(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"the celery worker exited with {self.proc.returncode}:\n{self.output()}")
+        assert self.service is not None
+        if not self.service.alive():
+            raise Exited(f"the celery worker exited:\n{self.output()}")
         return " ready." in self.output()
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.service.proc if self.service else None
+
+    def alive(self) -> bool:
+        return self.service is not None and self.service.alive()
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def kill9(self) -> None:
         """SIGKILL the worker's whole process group: no task gets to finish or acknowledge."""
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
+        assert self.service is not None
+        self.service.kill9()
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        if self.service is not None:
+            self.service.stop(20)
 
 
 def worker_env(redis_url: str, kubeconfig: Path, **overrides: str) -> dict[str, str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.s3 import S3Server
+from devstack.s3 import S3Server
 from trainer.tiny import write_sample_dataset
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil
 
-from tests.support.redis_server import free_port
+from devstack import free_port
 from trainer.storage import Storage
 
 TRAIN_PY = Path(__file__).resolve().parents[2] / "trainer" / "train.py"

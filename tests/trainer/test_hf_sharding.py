@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.redis_server import free_port
+from devstack import free_port
 from tests.trainer.runs import (
     TORCHRUN,
     check_layout,

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.support.s3 import S3Server
+from devstack.s3 import S3Server
 from tests.trainer.metrics_api import assert_api_reads_the_runs_metrics
 from tests.trainer.runs import (
     check_layout,

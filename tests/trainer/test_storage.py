@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.s3 import S3Server
+from devstack.s3 import S3Server
 from trainer.storage import LocalStorage, ObjectNotFound, S3Storage, Storage, storage_for
 
 

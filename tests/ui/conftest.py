@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +16,8 @@ import requests
 
 from broker.settings import BrokerSettings
 from broker.store import JobStore
-from tests.support.redis_server import RedisServer, free_port
+from devstack import RedisServer
+from devstack.gunicorn import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -53,33 +52,13 @@ def live_api(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("TRAINER_")}, "REDIS_URL": url,
            "TRAINER_API_TOKEN": TOKEN, "TRAINER_CLUSTER_BACKEND": "local", "TRAINER_NAMESPACE": "ui-team",
            "TRAINER_LOCAL_WORKDIR": str(tmp / "jobs")}
-    port = free_port()
     log_path = tmp / "gunicorn.log"
-    log = log_path.open("w")
-    argv = [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", "2", "api.app:create_app()"]
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(base, proc, log_path)
-        store = JobStore(client, BrokerSettings.from_env(env).key_prefix)
-        yield LiveApi(url=base, token=TOKEN, store=store, runs=tmp / "runs", log=log_path)
+        with serve(env, log_path, "-w", "2", ready_path="/readyz", timeout=90) as served:
+            store = JobStore(client, BrokerSettings.from_env(env).key_prefix)
+            yield LiveApi(url=served.url, token=TOKEN, store=store, runs=tmp / "runs", log=log_path)
     finally:
-        proc.terminate()
-        proc.wait(20)
-        log.close()
         client.close()
-
-
-def wait_ready(base: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"gunicorn exited: {log.read_text()}"
-        try:
-            if requests.get(f"{base}/readyz", timeout=5).ok:
-                return
-        except requests.RequestException:  # not listening yet, or a busy machine's slow first answer
-            time.sleep(0.2)
-    raise AssertionError(f"gunicorn did not become ready: {log.read_text()}")
 
 
 def submit(api: LiveApi, run_id: str, framework: str = "hf") -> dict[str, object]:

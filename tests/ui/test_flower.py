@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from devstack import RedisServer, free_port
 from tests.support.celery_worker import CeleryWorker, worker_env
 from tests.support.flower import start_flower, stop_flower, wait_listening
-from tests.support.redis_server import RedisServer, free_port
 from tests.ui.conftest import node_test
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("browser_ready")]
