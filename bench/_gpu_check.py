@@ -149,7 +149,8 @@ def bare_loop(p: Plan, model_dir: Path, fpt: float, peak: float | None) -> Row:
     from transformers import AutoModelForCausalLM
 
     device = torch.device(p.device)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
+    model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.to(device)  # Any: transformers types `.to` as a decorated method mypy cannot call with a device
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     vocab = int(model.config.vocab_size)

@@ -53,8 +53,8 @@ class StampingEmulator(K8sEmulator):
         self.created_at: dict[str, float] = {}
         self.changed = threading.Condition()
 
-    def create(self, namespace: str, body: Any) -> dict[str, Any]:
-        out = super().create(namespace, body)
+    def create(self, namespace: str, body: Any, dry_run: bool = False, by_hand: bool = False) -> dict[str, Any]:
+        out = super().create(namespace, body, dry_run, by_hand)
         with self.changed:
             self.created_at[out["metadata"]["name"]] = time.perf_counter()
             self.changed.notify_all()

@@ -22,15 +22,15 @@ TOKEN = "reliability-token"
 
 
 class Stack:
-    """`with Stack(workdir, aof=…, **env) as stack:` starts Redis and the emulator; the scenario starts the services
+    """`with Stack(workdir, aof=…, env={…}) as stack:` starts Redis and the emulator; the scenario starts the services
     it needs (`start_api`, `start_worker`, `start_beat`) and everything it started is stopped at the end."""
 
-    def __init__(self, workdir: Path, *, aof: bool = False, **env: str) -> None:
+    def __init__(self, workdir: Path, *, aof: bool = False, env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.redis_server = RedisServer(aof=aof)
         self.emulator = K8sEmulator()
-        self.overrides = env
+        self.overrides = dict(env or {})
         self.procs: list[Service] = []
         self.workers: list[CeleryWorker] = []
         self.api: Service | None = None

@@ -57,7 +57,7 @@ def run(workdir: Path, quick: bool) -> Row:
     row = Row("cluster faults", f"{n} jobs, 30 % of Kubernetes calls faulted")
     env = {"TRAINER_KUBE_TIMEOUT_S": "1", "TRAINER_SUBMIT_MAX_RETRIES": str(MAX_RETRIES),
            "TRAINER_SUBMIT_BACKOFF_S": "0.05", "TRAINER_SUBMIT_BACKOFF_MAX_S": "0.5"}
-    with Stack(workdir / "cluster-faults", **env) as stack:
+    with Stack(workdir / "cluster-faults", env=env) as stack:
         chaos = Chaos(0.3, retry_after_s=RETRY_AFTER_S, timeout_s=1.5, seed=14)
         stack.emulator.chaos = chaos
         # Which calls the random faults hit depends on timing; the first creates answer 429 for certain, so every

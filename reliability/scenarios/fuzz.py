@@ -77,7 +77,7 @@ def run(workdir: Path, quick: bool) -> Row:
     s3 = S3Server().start()  # progress and logs routes read the run's storage: a real S3 endpoint over HTTP
     try:
         s3.client().create_bucket(Bucket="reliability")
-        with Stack(workdir / "fuzz", **s3.env()) as stack:
+        with Stack(workdir / "fuzz", env=s3.env()) as stack:
             stack.start_api()
             stack.start_worker()  # a dry run is answered by a worker (render + the cluster's dryRun=All)
             sent = hypothesis_run(stack.api_url, examples, row.problems)

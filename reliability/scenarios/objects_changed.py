@@ -25,7 +25,7 @@ def run(workdir: Path, quick: bool) -> Row:
     part = n // 5
     clock = Clock()
     row = Row("objects changed behind the broker", f"{n} running jobs + {part} names taken by foreign objects")
-    with Stack(workdir / "objects-changed", TRAINER_VANISHED_GRACE_CYCLES=str(GRACE)) as stack:
+    with Stack(workdir / "objects-changed", env={"TRAINER_VANISHED_GRACE_CYCLES": str(GRACE)}) as stack:
         stack.start_api()
         stack.start_worker(concurrency=4)
         stack.start_beat()

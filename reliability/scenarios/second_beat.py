@@ -18,7 +18,8 @@ def run(workdir: Path, quick: bool) -> Row:
     clock = Clock()
     row = Row("a second beat", f"{n} jobs submitted, then running and finishing")
     # Stale queued jobs are re-enqueued after 2 s, by both beats: the workers see each submission several times.
-    with Stack(workdir / "second-beat", TRAINER_REQUEUE_AFTER_S="2", TRAINER_SYNC_INTERVAL_S="0.5") as stack:
+    env = {"TRAINER_REQUEUE_AFTER_S": "2", "TRAINER_SYNC_INTERVAL_S": "0.5"}
+    with Stack(workdir / "second-beat", env=env) as stack:
         stack.start_api()
         beats = [stack.start_beat(), stack.start_beat()]
         load = post(stack, "beats", n)

@@ -22,7 +22,7 @@ def run(workdir: Path, quick: bool) -> Row:
     n, kills, latency = (40, 5, 1.0) if quick else (200, 50, 1.5)
     clock = Clock()
     row = Row("workers killed", f"{n} jobs at full rate, API server latency {latency:g} s")
-    with Stack(workdir / "workers-killed", TRAINER_VISIBILITY_TIMEOUT_S=str(VISIBILITY_TIMEOUT_S)) as stack:
+    with Stack(workdir / "workers-killed", env={"TRAINER_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S)}) as stack:
         stack.emulator.chaos = Chaos(0.0, latency_s=latency)
         stack.start_api()
         stack.start_worker()
