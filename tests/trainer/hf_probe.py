@@ -6,15 +6,14 @@ takes, trains its few steps, and writes what the objects ended up configured wit
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import TrainerCallback
 
+from tests.trainer.runs import write_probe_report
 from trainer.config import parse_config
 from trainer.context import build_context, close_context
 from trainer.runners.hf import build_trainer
@@ -76,9 +75,7 @@ def main(argv: list[str]) -> None:
         "global_step": trainer.state.global_step,
         "torch": torch.__version__,
     }
-    out = Path(os.environ["HF_PROBE_OUT"])
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"rank-{ctx.dist.rank}.json").write_text(json.dumps(report, indent=1))
+    write_probe_report("HF_PROBE_OUT", ctx.dist.rank, report)
     close_context(ctx, succeeded=True)
 
 

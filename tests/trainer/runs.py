@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from typing import Any
 import psutil
 
 from devstack import free_port
-from trainer.storage import Storage
+from trainer.storage import LocalStorage, Storage
 
 TRAIN_PY = Path(__file__).resolve().parents[2] / "trainer" / "train.py"
 TORCHRUN = Path(sys.executable).parent / "torchrun"
@@ -150,3 +151,52 @@ def check_layout(storage: Storage, prefix: str, steps: Sequence[int], total_step
     assert "completed" in log
     return {"manifests": manifests, "metrics": metrics, "train_rows": train_rows, "progress": progress,
             "run": run_json, "log": log}
+
+
+def losses(rows: list[dict[str, Any]]) -> dict[int, float]:
+    return {int(r["step"]): float(r["loss"]) for r in rows if r.get("kind") == "train"}
+
+
+def running(pid: int) -> bool:
+    """Still running: exists and is not a zombie (a zombie's cmdline is empty)."""
+    try:
+        return bool(Path(f"/proc/{pid}/cmdline").read_bytes())
+    except OSError:
+        return False
+
+
+def copy_run(source: Path, runs: Path, run_id: str, upto: int, framework: str) -> Path:
+    """A copy of a run's prefix as a crash right after checkpoint `upto` leaves it, under another run id."""
+    prefix = runs / run_id / f"framework={framework}"
+    shutil.copytree(source, prefix)
+    for manifest in (prefix / "checkpoints").glob("step-*.json"):
+        if int(manifest.stem.split("-")[1]) > upto:
+            manifest.unlink()
+    (prefix / "checkpoints" / "latest.json").unlink()
+    return prefix
+
+
+def fsdp_baseline(framework: str, base: Path, dataset: Path, model: Path, max_steps: int,
+                  training: Mapping[str, Any]) -> dict[str, Any]:
+    """One uninterrupted FSDP run of `framework` on two processes, checkpoints every 10 steps (checked); the
+    baseline the sharding tests resume against: {"prefix": its run prefix, "layout": `check_layout`'s answer}."""
+    args = trainer_args(framework, "fsdp", str(base / "runs"), str(dataset), str(model), max_steps=max_steps,
+                        **training)
+    run(torchrun_train_py(2, args), trainer_env(base / "work"), timeout=400)
+    prefix = base / "runs" / "fsdp" / f"framework={framework}"
+    layout = check_layout(LocalStorage(), str(prefix), list(range(10, max_steps + 1, 10)), total_steps=max_steps,
+                          world_size=2)
+    return {"prefix": prefix, "layout": layout}
+
+
+def probe_argv(module: str, args: Sequence[str]) -> list[str]:
+    """`torchrun --nproc_per_node=2 -m <module> <train.py flags>` (a probe such as `tests.trainer.hf_probe`)."""
+    return [str(TORCHRUN), "--nproc_per_node=2", "--nnodes=1", "--master_addr=127.0.0.1",
+            f"--master_port={free_port()}", "-m", module, *args]
+
+
+def write_probe_report(out_var: str, rank: int, report: Mapping[str, Any]) -> None:
+    """A probe's findings to `$<out_var>/rank-<rank>.json`."""
+    out = Path(os.environ[out_var])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"rank-{rank}.json").write_text(json.dumps(report, indent=1))

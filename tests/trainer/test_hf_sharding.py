@@ -9,19 +9,21 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from devstack import free_port
 from tests.trainer.runs import (
-    TORCHRUN,
     check_layout,
+    copy_run,
     descendants,
+    fsdp_baseline,
     kill_group,
+    losses,
+    probe_argv,
     python_m_trainer,
     read_jsonl,
     run,
+    running,
     start,
     torchrun_train_py,
     trainer_args,
@@ -36,36 +38,12 @@ TRAINING = {"save_steps": 10, "logging_steps": 5, "batch_size": 4, "block_size":
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def losses(rows: list[dict[str, Any]]) -> dict[int, float]:
-    return {int(r["step"]): float(r["loss"]) for r in rows if r.get("kind") == "train"}
-
-
-def running(pid: int) -> bool:
-    """Still running: exists and is not a zombie (a zombie's cmdline is empty)."""
-    try:
-        return bool(Path(f"/proc/{pid}/cmdline").read_bytes())
-    except OSError:
-        return False
-
-
-def copy_run(source: Path, runs: Path, run_id: str, upto: int) -> Path:
-    """A copy of a run's prefix as a crash right after checkpoint `upto` leaves it, under another run id."""
-    prefix = runs / run_id / "framework=hf"
-    shutil.copytree(source, prefix)
-    for manifest in (prefix / "checkpoints").glob("step-*.json"):
-        if int(manifest.stem.split("-")[1]) > upto:
-            manifest.unlink()
-    (prefix / "checkpoints" / "latest.json").unlink()
-    return prefix
-
-
 def test_fsdp_settings_reach_the_trainers_accelerator_and_model(tiny_model: Path, sample_dataset: Path,
                                                                 tmp_path: Path) -> None:
     args = trainer_args("hf", "probe", str(tmp_path / "runs"), str(sample_dataset), str(tiny_model), max_steps=2,
                         save_steps=10, logging_steps=1, batch_size=2, block_size=32, gradient_accumulation=2,
                         precision="bf16", activation_checkpointing=True)
-    argv = [str(TORCHRUN), "--nproc_per_node=2", "--nnodes=1", "--master_addr=127.0.0.1",
-            f"--master_port={free_port()}", "-m", "tests.trainer.hf_probe", *args]
+    argv = probe_argv("tests.trainer.hf_probe", args)
     env = trainer_env(tmp_path / "work", {"HF_PROBE_OUT": str(tmp_path / "probe"),
                                           "PYTHONPATH": str(ROOT)})
     run(argv, env, timeout=400)
@@ -88,13 +66,7 @@ def test_fsdp_settings_reach_the_trainers_accelerator_and_model(tiny_model: Path
 @pytest.fixture(scope="module")
 def fsdp_run(tiny_model: Path, sample_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One uninterrupted 30-step FSDP run on two processes (checked; the baseline for the resumes)."""
-    base = tmp_path_factory.mktemp("hf-fsdp")
-    args = trainer_args("hf", "fsdp", str(base / "runs"), str(sample_dataset), str(tiny_model), max_steps=30,
-                        **TRAINING)
-    run(torchrun_train_py(2, args), trainer_env(base / "work"), timeout=400)
-    prefix = base / "runs" / "fsdp" / "framework=hf"
-    layout = check_layout(LocalStorage(), str(prefix), [10, 20, 30], total_steps=30, world_size=2)
-    return {"prefix": prefix, "layout": layout}
+    return fsdp_baseline("hf", tmp_path_factory.mktemp("hf-fsdp"), sample_dataset, tiny_model, 30, TRAINING)
 
 
 def test_every_rank_writes_and_uploads_its_own_shard(fsdp_run: dict) -> None:
@@ -120,7 +92,7 @@ def test_every_rank_writes_and_uploads_its_own_shard(fsdp_run: dict) -> None:
 def test_resume_on_two_processes_gives_the_losses_of_the_uninterrupted_run(fsdp_run: dict, tiny_model: Path,
                                                                            sample_dataset: Path,
                                                                            tmp_path: Path) -> None:
-    prefix = copy_run(fsdp_run["prefix"], tmp_path / "runs", "fsdp", upto=20)
+    prefix = copy_run(fsdp_run["prefix"], tmp_path / "runs", "fsdp", upto=20, framework="hf")
     args = trainer_args("hf", "fsdp", str(tmp_path / "runs"), str(sample_dataset), str(tiny_model), max_steps=30,
                         resume=True, **TRAINING)
     run(torchrun_train_py(2, args), trainer_env(tmp_path / "work"), timeout=400)
@@ -135,7 +107,7 @@ def test_a_two_process_checkpoint_resumes_on_one_and_a_one_process_checkpoint_on
         fsdp_run: dict, tiny_model: Path, sample_dataset: Path, tmp_path: Path) -> None:
     env = trainer_env(tmp_path / "work")
     # 2 -> 1: DCP reads both shards into the one process's full model and optimizer.
-    prefix = copy_run(fsdp_run["prefix"], tmp_path / "runs", "down", upto=30)
+    prefix = copy_run(fsdp_run["prefix"], tmp_path / "runs", "down", upto=30, framework="hf")
     args = trainer_args("hf", "down", str(tmp_path / "runs"), str(sample_dataset), str(tiny_model), max_steps=40,
                         resume=True, **TRAINING)
     result = run(python_m_trainer(args), env)
@@ -195,7 +167,8 @@ def test_a_rank_whose_upload_never_finished_leaves_no_resumable_checkpoint(tiny_
 
 
 def test_each_rank_owns_its_shards_and_rng_file_and_rank_0_the_rest(tmp_path: Path) -> None:
-    from trainer.runners.hf_checkpoint import own_files, prune_local
+    from trainer.runners.hf_checkpoint import prune_local
+    from trainer.runners.sharding import own_files
 
     folder = tmp_path / "checkpoint-20"
     names = ["pytorch_model_fsdp_0/.metadata", "pytorch_model_fsdp_0/__0_0.distcp",

@@ -44,8 +44,9 @@ def checkpoint_dir(ctx: RunContext) -> Path:
 
 
 def build_trainer(ctx: RunContext, total: int, layout: LightningLayoutCallback, has_eval: bool,
-                  nemo: bool = False) -> pl.Trainer:
-    """The Lightning Trainer for this run. `nemo`: NeMo's exp_manager will add its own checkpoint callback."""
+                  strategy: Any = "auto", nemo: bool = False) -> pl.Trainer:
+    """The Lightning Trainer for this run on `strategy` (`trainer.runners._lightning_fsdp.strategy`). `nemo`: NeMo's
+    exp_manager will add its own checkpoint callback."""
     t = ctx.config.training
     use_cuda = torch.cuda.is_available()
     every = eval_every(t)
@@ -57,7 +58,7 @@ def build_trainer(ctx: RunContext, total: int, layout: LightningLayoutCallback, 
         accelerator="gpu" if use_cuda else "cpu",
         devices=ctx.dist.local_world_size,
         num_nodes=max(1, ctx.dist.world_size // ctx.dist.local_world_size),
-        strategy=strategy(ctx, use_cuda),
+        strategy=strategy,
         precision=lightning_precision(t.precision, use_cuda),  # type: ignore[arg-type]
         max_steps=total,
         max_epochs=-1,
@@ -76,14 +77,6 @@ def build_trainer(ctx: RunContext, total: int, layout: LightningLayoutCallback, 
         plugins=[UploadingCheckpointIO(ctx, nemo)],
         callbacks=callbacks,
     )
-
-
-def strategy(ctx: RunContext, use_cuda: bool) -> Any:
-    if not ctx.dist.distributed:
-        return "auto"
-    from lightning.pytorch.strategies import DDPStrategy
-
-    return DDPStrategy(process_group_backend="nccl" if use_cuda else "gloo", find_unused_parameters=False)
 
 
 def lightning_precision(precision: str, use_cuda: bool) -> str:
@@ -113,6 +106,7 @@ class CausalLMModule(pl.LightningModule):
         self.micro_losses: list[torch.Tensor] = []
         self.eval_sums = torch.zeros(2, dtype=torch.float64)
         self._pending_rng: list[dict[str, Any]] | None = None
+        self.matrices = {n for n, p in model.named_parameters() if p.dim() >= 2}  # before any FSDP flattening
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.model(**batch).loss
@@ -130,9 +124,18 @@ class CausalLMModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         t = self.ctx.config.training
-        optimizer = torch.optim.AdamW(decay_groups(self.model, t.weight_decay), lr=t.lr, foreach=False)
+        optimizer = torch.optim.AdamW(decay_groups(self.model, t.weight_decay, self.matrices), lr=t.lr, foreach=False)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(t.warmup_steps, self.total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: Any = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        # Lightning refuses norm clipping under FSDP (its plugin has no root module); FSDP's own clips over all shards.
+        clip = getattr(self.trainer.model, "clip_grad_norm_", None)
+        if clip is not None and gradient_clip_val:
+            clip(gradient_clip_val)
+        else:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Called on every rank (a collective here is safe): rank 0 writes every rank's RNG state.
@@ -239,7 +242,10 @@ class LightningLayoutCallback(Callback):
         step = trainer.global_step + 1
         if self._logs_at(step):  # the pre-clipping norm, as clip_grad_norm_ reports it in the meta runner
             grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
-            self.grad_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else None
+            norm = float(torch.nn.utils.get_total_norm(grads)) if grads else None
+            if hasattr(trainer.model, "clip_grad_norm_"):  # FSDP: each rank holds a shard of every gradient
+                norm = all_ranks_sum(self.ctx.dist, [(norm or 0.0) ** 2])[0] ** 0.5
+            self.grad_norm = norm
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:

@@ -143,11 +143,20 @@ def linear_schedule(warmup_steps: int, total: int) -> Any:
     return factor
 
 
-def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices only (not biases, norms): nanoGPT's split."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+def decay_groups(model: torch.nn.Module, weight_decay: float,
+                 matrices: set[str] | None = None) -> list[dict[str, Any]]:
+    """Weight decay on matrices only (not biases, norms): nanoGPT's split.
+
+    `matrices`: the names of the matrices, taken before wrapping, for a model whose parameters no longer show their
+    shape (torch FSDP1 with `use_orig_params` flattens each to its 1-D local shard, names prefixed by its wrappers).
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if matrices is None:
+        is_matrix = [p.dim() >= 2 for _, p in named]
+    else:
+        is_matrix = [n.replace("_fsdp_wrapped_module.", "") in matrices for n, _ in named]
+    return [{"params": [p for (_, p), m in zip(named, is_matrix, strict=True) if m], "weight_decay": weight_decay},
+            {"params": [p for (_, p), m in zip(named, is_matrix, strict=True) if not m], "weight_decay": 0.0}]
 
 
 # -- RNG --------------------------------------------------------------------------------------------------------

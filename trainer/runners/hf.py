@@ -32,8 +32,8 @@ from trainer.runners.common import (
     resolve_precision,
     tokens_per_step,
 )
-from trainer.runners.hf_checkpoint import ShardAwareTrainer, checkpoint_format, own_files, prune_local
-from trainer.runners.sharding import block_types, mixed_precision, resolve_sharding
+from trainer.runners.hf_checkpoint import ShardAwareTrainer, checkpoint_format, prune_local
+from trainer.runners.sharding import block_types, mixed_precision, own_files, resolve_sharding
 
 LOCAL_CHECKPOINTS_KEPT = 3  # local scratch copies; the store keeps what `keep_checkpoints` says
 

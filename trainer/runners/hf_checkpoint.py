@@ -7,10 +7,10 @@ Two formats, as the Trainer writes them:
   with one `__<rank>_0.distcp` per rank and DCP's `.metadata`, beside `scheduler.pt`, `trainer_state.json` and the
   ranks' `rng_state_<rank>.pth`.
 
-Uploading (`own_files`): each rank uploads the files it wrote itself, its `__<rank>_*.distcp` shards and its
-`rng_state_<rank>.pth`; rank 0 uploads everything else. They go through `CheckpointManager.save_shard`, so the
-manifest is written last, by rank 0, after every rank reported its upload: a checkpoint some rank did not finish
-uploading is never resumed from.
+Uploading (`trainer.runners.sharding.own_files`): each rank uploads the files it wrote itself, its
+`__<rank>_*.distcp` shards and its `rng_state_<rank>.pth`; rank 0 uploads everything else. They go through
+`CheckpointManager.save_shard`, so the manifest is written last, by rank 0, after every rank reported its upload: a
+checkpoint some rank did not finish uploading is never resumed from.
 
 Resuming (`ShardAwareTrainer`): the Trainer loads its own format natively (a sharded checkpoint through DCP, on the
 same world size). Across formats it cannot, so this subclass does it with torch's distributed state-dict API:
@@ -23,7 +23,6 @@ looks for the file of its own rank layout and logs that it reseeds otherwise).
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -36,25 +35,10 @@ log = logging.getLogger("trainer")
 SHARDED_FORMAT = "hf-trainer-fsdp-sharded"
 FULL_FORMAT = "hf-trainer"
 MODEL_DIR, OPTIMIZER_DIR = "pytorch_model_fsdp_0", "optimizer_0"  # accelerate's names (model/optimizer index 0)
-_RANK_FILE = re.compile(r"(?:^|/)(?:__(\d+)_\d+\.distcp|rng_state_(\d+)\.pth)$")
 
 
 def checkpoint_format(folder: Path) -> str:
     return SHARDED_FORMAT if (folder / MODEL_DIR).is_dir() else FULL_FORMAT
-
-
-def own_files(folder: Path, rank: int) -> dict[str, Path]:
-    """The files of `folder` (relative path -> file) that `rank` uploads: those it wrote (see the module docstring)."""
-    files = {}
-    for path in sorted(folder.rglob("*")):
-        if not path.is_file():
-            continue
-        rel = path.relative_to(folder).as_posix()
-        match = _RANK_FILE.search(rel)
-        owner = int(match.group(1) or match.group(2)) if match else 0
-        if owner == rank:
-            files[rel] = path
-    return files
 
 
 def prune_local(output_dir: Path, keep: int) -> None:

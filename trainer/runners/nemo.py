@@ -10,7 +10,10 @@ to `.ckpt` every `save_steps`, with NeMo's `exp_manager` wired on top when NeMo 
   optimizer, scheduler and loop state; this runner adds what Lightning leaves out so the run continues exactly:
   the data position (the train loader seeks to `global_step x gradient_accumulation` micro-batches), every rank's
   RNG state (dropout) and the metrics window.
-- Multi-process (torchrun): Lightning DDP inside the process group the run context opened (gloo on CPU, NCCL on GPU).
+- Multi-process (torchrun), inside the process group the run context opened (gloo on CPU, NCCL on GPU):
+  `extra_args.sharding` picks Lightning's FSDP (the default: blocks from the model's `_no_split_modules`, sharded
+  checkpoint folders uploaded by every rank) or DDP; see `trainer.runners._lightning_fsdp`. Activation
+  checkpointing, when asked, is the model's own (non-reentrant).
 """
 
 from __future__ import annotations
@@ -32,11 +35,23 @@ from trainer.runners._lightning import (
     build_trainer,
     checkpoint_dir,
 )
+from trainer.runners._lightning_fsdp import check_resume, describe, strategy
 from trainer.runners._loop import load_data, total_steps
+from trainer.runners.sharding import prepare
 
 
 def run(ctx: RunContext) -> None:
     """Train `ctx.model_path` with Lightning (see the module docstring)."""
+    trainer, module, fit_kwargs, exp_dir = build(ctx)
+    try:
+        trainer.fit(module, **fit_kwargs)
+    finally:
+        if exp_dir is not None:
+            upload_exp_logs(ctx, exp_dir)
+
+
+def build(ctx: RunContext) -> tuple[pl.Trainer, CausalLMModule, dict[str, Any], Path | None]:
+    """The Trainer, the module, `fit()`'s other arguments (loaders, checkpoint to resume) and exp_manager's folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t = ctx.config.training
@@ -46,22 +61,22 @@ def run(ctx: RunContext) -> None:
     blocks, sampler = load_data(ctx, tokenizer, getattr(model, "config", None))
     total = total_steps(t.max_steps, t.num_epochs, sampler.batches_per_epoch, t.gradient_accumulation)
     train_loader = TrainLoader(blocks.train, sampler)
+    prepare(model, activation_checkpointing=t.activation_checkpointing, compile_blocks=False)
     module = CausalLMModule(model, ctx, total, train_loader)
     layout = LightningLayoutCallback(ctx, total)
-    trainer = build_trainer(ctx, total, layout, has_eval=len(blocks.eval) > 0, nemo=nemo_exp_manager() is not None)
+    nemo = nemo_exp_manager() is not None
+    chosen = strategy(ctx, model, torch.cuda.is_available(), nemo)
+    check_resume(ctx, chosen)
+    trainer = build_trainer(ctx, total, layout, has_eval=len(blocks.eval) > 0, strategy=chosen, nemo=nemo)
     exp_dir = attach_exp_manager(ctx, trainer)
-    ctx.logger.info("nemo: %d train blocks, %d eval blocks of %d tokens, %d steps; checkpoints by %s",
-                    len(blocks.train), len(blocks.eval), t.block_size, total,
+    ctx.logger.info("nemo: %d train blocks, %d eval blocks of %d tokens, %d steps; %s; checkpoints by %s",
+                    len(blocks.train), len(blocks.eval), t.block_size, total, describe(chosen, ctx.dist.world_size),
                     f"NeMo exp_manager ({exp_dir})" if exp_dir else "Lightning")
     ckpt_path = str(ctx.resume.path) if ctx.resume else None
     if ctx.resume:
         ctx.logger.info("nemo: resuming Lightning fit from %s (step %d)", ckpt_path, ctx.resume.step)
-    try:
-        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=EvalLoader(blocks, ctx, t.batch_size),
-                    ckpt_path=ckpt_path)
-    finally:
-        if exp_dir is not None:
-            upload_exp_logs(ctx, exp_dir)
+    loaders = {"train_dataloaders": train_loader, "val_dataloaders": EvalLoader(blocks, ctx, t.batch_size)}
+    return trainer, module, {**loaders, "ckpt_path": ckpt_path}, exp_dir
 
 
 def upload_exp_logs(ctx: RunContext, exp_dir: Path) -> None:

@@ -17,6 +17,7 @@ files (`safe_open(...).get_slice`): peak host memory per rank is its share of th
 from __future__ import annotations
 
 import logging
+import re
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from trainer.config import ConfigError
 from trainer.dist import DistInfo
 
 log = logging.getLogger("trainer")
+# A file one rank wrote itself in a sharded checkpoint folder: its DCP shard, or (hf) its RNG state.
+_RANK_FILE = re.compile(r"(?:^|/)(?:__(\d+)_\d+\.distcp|rng_state_(\d+)\.pth)$")
 
 
 def resolve_sharding(sharding: str, dist: DistInfo) -> str:
@@ -183,3 +186,20 @@ def _local_rows(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
     if local.shape[0] != max(0, min(chunk, rows - start)):
         raise ValueError(f"local shard of {tuple(local.shape)} rows does not match a chunk of {rows}/{world}")
     return local, start
+
+
+# -- sharded checkpoints ----------------------------------------------------------------------------------------
+
+def own_files(folder: Path, rank: int) -> dict[str, Path]:
+    """The files of a sharded checkpoint `folder` (relative path -> file) that `rank` uploads: those it wrote itself,
+    its `__<rank>_*.distcp` DCP shards and (hf) its `rng_state_<rank>.pth`; rank 0 uploads everything else."""
+    files = {}
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file():
+            continue
+        rel = path.relative_to(folder).as_posix()
+        match = _RANK_FILE.search(rel)
+        owner = int(match.group(1) or match.group(2)) if match else 0
+        if owner == rank:
+            files[rel] = path
+    return files
