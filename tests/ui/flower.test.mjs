@@ -14,6 +14,20 @@ let browser;
 before(async () => { browser = await launch(); });
 after(async () => { await browser?.close(); });
 
+// The page's HTML once it has settled: after a refused navigation Chromium moves to its own error page, and
+// `page.content()` throws while that navigation is under way.
+async function settledContent(page) {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      return await page.content();
+    } catch (error) {
+      if (attempt >= 50 || !/navigating/.test(String(error))) throw error;
+      await page.waitForLoadState('load').catch(() => {});
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+}
+
 async function refused(httpCredentials) {
   const { page, context } = await openPage(browser, httpCredentials ? { httpCredentials } : {});
   if (httpCredentials) {
@@ -24,7 +38,7 @@ async function refused(httpCredentials) {
     await assert.rejects(page.goto(WORKERS), /ERR_INVALID_AUTH_CREDENTIALS/);
     assert.equal((await context.request.get(WORKERS)).status(), 401);
   }
-  assert.ok(!(await page.content()).includes(WORKER), 'the worker is shown without the right credentials');
+  assert.ok(!(await settledContent(page)).includes(WORKER), 'the worker is shown without the right credentials');
   await context.close();
 }
 
