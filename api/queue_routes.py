@@ -60,9 +60,5 @@ def queue() -> ResponseReturnValue:
     waiting = [r for r in store.load(names) if r.status == JobStatus.WAITING_QUOTA and r.namespace == namespace
                and who.sees(r)]
     views = [status_view(r, settings) for r in waiting]
-    if not who.operator:
-        own = {r.name for r in waiting}
-        for view in views:
-            if view.get("queue") and "ahead_jobs" in view["queue"]:
-                view["queue"]["ahead_jobs"] = [n for n in view["queue"]["ahead_jobs"] if n in own]
+    tenants.name_only_visible_ahead(views, who, store.load)
     return jsonify({"namespace": namespace, "admission": settings.admission, "jobs": views})

@@ -41,8 +41,16 @@ def _enqueue(task_name: str, name: str) -> bool:
     return current_app.extensions["enqueue"](task_name, name)  # type: ignore[no-any-return]
 
 
+def _views(records: list[JobRecord]) -> list[dict[str, Any]]:
+    """The records' status views, as this caller may see them (`tenants.name_only_visible_ahead`)."""
+    settings = current_app.config["SETTINGS"].broker
+    views = [status_view(record, settings) for record in records]
+    tenants.name_only_visible_ahead(views, tenants.caller(), _store().load)
+    return views
+
+
 def _view(record: JobRecord) -> dict[str, Any]:
-    return status_view(record, current_app.config["SETTINGS"].broker)
+    return _views([record])[0]
 
 
 def _job_response(record: JobRecord, status: int) -> ResponseReturnValue:
@@ -137,7 +145,7 @@ def list_jobs() -> ResponseReturnValue:
         records, cursor = _store().list_jobs(**query, tenant=tenants.caller().list_filter if scoped else None)
     except ValueError as exc:
         raise invalid({"cursor": [str(exc)]}) from exc
-    return jsonify({"jobs": [_view(r) for r in records], "next_cursor": cursor})
+    return jsonify({"jobs": _views(list(records)), "next_cursor": cursor})
 
 
 @bp.get("/<name>/events")

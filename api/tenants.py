@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
+from collections.abc import Callable
+from typing import Any
 
 from flask import current_app, g
 
@@ -123,3 +125,19 @@ def check_spec(tenant: Tenant, spec: JobSpec, broker: BrokerSettings, multi_tena
             fields[key] = [f"outside the storage roots of tenant {tenant.name!r}: {', '.join(tenant.storage_roots)}"]
     if fields:
         raise ApiError(403, "forbidden", "the request uses namespaces or storage this tenant may not use", fields)
+
+
+def name_only_visible_ahead(views: list[dict[str, Any]], who: Caller,
+                            load: Callable[[list[str]], list[JobRecord]]) -> None:
+    """In each view's `queue`, keep in `ahead_jobs` only the jobs `who` may see: where tenants share a namespace,
+    another tenant's jobs ahead are counted (`ahead`), never named. One batch load for all the views."""
+    if who.operator:
+        return
+    named = sorted({n for view in views if view.get("queue") for n in view["queue"].get("ahead_jobs", [])})
+    if not named:
+        return
+    visible = {record.name for record in load(named) if who.sees(record)}
+    for view in views:
+        if view.get("queue") and "ahead_jobs" in view["queue"]:
+            view["queue"]["ahead_jobs"] = [n for n in view["queue"]["ahead_jobs"] if n in visible]
+

@@ -10,6 +10,7 @@ from pathlib import Path
 from flask import Flask
 from flask.testing import FlaskClient
 
+from api.app import create_app
 from broker.context import BrokerContext
 from broker.dryrun import evaluate
 from broker.jobs import JobSpec, JobStatus
@@ -17,18 +18,20 @@ from broker.quota import QuotaLedger
 from broker.retention import purge_expired
 from broker.store import JobStore
 from broker.tenants import Tenant
-from tests.security.conftest import OPS, A, B, request_for
+from tests.security.conftest import OPS, A, B, request_for, tenants_env
 
 
-def _waiting(app: Flask, client: FlaskClient, root: Path, tenant: str, run_id: str, headers: dict[str, str]) -> str:
-    """A job of `tenant` waiting for quota, first in its namespace's line."""
-    name: str = client.post("/train", json=request_for(root, tenant, run_id=run_id), headers=headers).json["name"]
+def _waiting(app: Flask, client: FlaskClient, root: Path, tenant: str, run_id: str, headers: dict[str, str],
+             namespace: str | None = None) -> str:
+    """A job of `tenant` waiting for quota in its namespace's line (or `namespace`'s)."""
+    body = request_for(root, tenant, run_id=run_id, **({"namespace": namespace} if namespace else {}))
+    name: str = client.post("/train", json=body, headers=headers).json["name"]
     store: JobStore = app.extensions["job_store"]
     quota: QuotaLedger = app.extensions["quota"]
     store.transition(name, JobStatus.WAITING_QUOTA, reason="test: waits for quota")
-    _, line, _ = store.keys.quota(tenant)
+    _, line, _ = store.keys.quota(namespace or tenant)
     store.redis.zadd(line, {name: int(time.time() * 1000)})
-    assert name in quota.line(tenant)
+    assert name in quota.line(namespace or tenant)
     return name
 
 
@@ -83,3 +86,28 @@ def test_the_purge_also_clears_recovery_and_sync_entries(app: Flask, client: Fla
     assert purge_expired(store, retention_s=3600, now=time.time() + 3601) == 1
     assert store.redis.zscore(store.keys.recovery_due, name) is None
     assert not store.redis.hexists(store.keys.sync_nudged, name)
+
+
+def test_in_a_shared_namespace_another_tenants_job_ahead_is_counted_never_named(redis_url: str, root: Path) -> None:
+    """Two tenants whose namespaces overlap wait in one line: the job status, the listing and `GET /queue` count the
+    other tenant's job ahead but never name it; the operator sees its name."""
+    shared = {"namespaces": ["shared"], "storage_roots": [str(root)]}
+    tenants = {"team-a": shared | {"quotas": {"shared": {"gpus": 8, "jobs": 2}}}, "team-b": shared}
+    environ = tenants_env(redis_url, root) | {"TRAINER_TENANTS": json.dumps(tenants)}
+    app = create_app({"ENVIRON": environ, "TESTING": True, "ENQUEUE": lambda t, n: True, "PROGRESS_CACHE_S": 0})
+    client = app.test_client()
+    theirs = _waiting(app, client, root, "team-b", "qb", B, namespace="shared")
+    mine = _waiting(app, client, root, "team-a", "qa", A, namespace="shared")
+    store: JobStore = app.extensions["job_store"]
+    info = {"admission": "builtin", "namespace": "shared", "position": 2, "ahead": 1, "ahead_jobs": [theirs]}
+    store.update(mine, queue_info=json.dumps(info))
+
+    answers = {
+        "status": client.get(f"/train/{mine}", headers=A).json["queue"],
+        "list": client.get("/train?status=waiting_quota", headers=A).json["jobs"][0]["queue"],
+        "queue": client.get("/queue?namespace=shared", headers=A).json["jobs"][0]["queue"],
+    }
+    for where, queue in answers.items():
+        assert queue["position"] == 2 and queue["ahead"] == 1, (where, queue)
+        assert queue["ahead_jobs"] == [], (where, queue)
+    assert client.get(f"/train/{mine}", headers=OPS).json["queue"]["ahead_jobs"] == [theirs]
