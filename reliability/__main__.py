@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         row = run_one(name, workdir, args.quick)
         print(f"== {name}: {'holds' if row.holds else 'DOES NOT HOLD'} ({row.elapsed_s:.0f} s)", file=sys.stderr,
               flush=True)
+        for problem in row.problems[:10]:  # now, not only in the table at the end of a run that may last an hour
+            print(f"   VIOLATED: {problem}", file=sys.stderr, flush=True)
         rows.append(row)
     table = render(rows)
     print(table)

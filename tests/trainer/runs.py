@@ -21,6 +21,8 @@ from trainer.storage import LocalStorage, Storage
 
 TRAIN_PY = Path(__file__).resolve().parents[2] / "trainer" / "train.py"
 TORCHRUN = Path(sys.executable).parent / "torchrun"
+#: The hf runner's test settings (the tiny model: 10-step checkpoints, losses logged every 5 steps).
+HF_TRAINING = {"save_steps": 10, "logging_steps": 5, "batch_size": 4, "block_size": 64, "lr": 1e-3, "seed": 3}
 
 
 def trainer_args(framework: str, run_id: str, base_uri: str, dataset_uri: str, model_id: str,

@@ -14,8 +14,10 @@ import pytest
 from devstack.s3 import S3Server
 from tests.trainer.metrics_api import assert_api_reads_the_runs_metrics
 from tests.trainer.runs import (
+    HF_TRAINING,
     check_layout,
     kill_group,
+    losses,
     python_m_trainer,
     read_jsonl,
     run,
@@ -29,11 +31,7 @@ from trainer.checkpoints import CheckpointManager
 from trainer.storage import LocalStorage, S3Storage
 
 pytestmark = pytest.mark.slow
-TRAINING = {"save_steps": 10, "logging_steps": 5, "batch_size": 4, "block_size": 64, "lr": 1e-3, "seed": 3}
-
-
-def losses(rows: list[dict[str, object]]) -> dict[int, float]:
-    return {int(r["step"]): float(r["loss"]) for r in rows if r.get("kind") == "train"}  # type: ignore[arg-type]
+TRAINING = HF_TRAINING
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.trainer.runs import (
+    HF_TRAINING,
     check_layout,
     copy_run,
     descendants,
@@ -34,7 +35,7 @@ from trainer.checkpoints import CheckpointManager
 from trainer.storage import LocalStorage
 
 pytestmark = pytest.mark.slow
-TRAINING = {"save_steps": 10, "logging_steps": 5, "batch_size": 4, "block_size": 64, "lr": 1e-3, "seed": 3}
+TRAINING = HF_TRAINING
 ROOT = Path(__file__).resolve().parents[2]
 
 
