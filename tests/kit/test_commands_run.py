@@ -18,7 +18,7 @@ import pytest
 import redis
 import requests
 
-from broker.names import SYNC_TASK
+from broker.names import DEFAULT_QUEUE, SYNC_QUEUE, SYNC_TASK
 from devstack import RedisServer, Service, free_port
 from tests.kit import support
 from tests.kit.conftest import deployed, local_env, rebind, wait_http
@@ -68,11 +68,12 @@ def test_beat_enqueues_the_periodic_sync(kit_redis: RedisServer, tmp_path: Path)
     log = tmp_path / "beat.log"
     with running(argv, env, log) as proc:
         deadline = time.monotonic() + 90
-        while client.llen("celery") == 0:
+        while client.llen(SYNC_QUEUE) == 0:
             proc.check_alive(tail=40)
             assert time.monotonic() < deadline, f"beat sent nothing: {log.read_text()[-3000:]}"
             time.sleep(0.5)
-    assert SYNC_TASK in client.lindex("celery", 0)  # type: ignore[operator]
+    assert SYNC_TASK in client.lindex(SYNC_QUEUE, 0)  # type: ignore[operator]
+    assert client.llen(DEFAULT_QUEUE) == 0  # the sync has its own queue, never behind the submits
 
 
 @pytest.mark.slow
