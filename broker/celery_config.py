@@ -59,8 +59,9 @@ def make_app(settings: BrokerSettings, *, include_tasks: bool = True) -> Celery:
             "sync-jobs": {
                 "task": SYNC_TASK,
                 "schedule": settings.sync_interval_s,
-                # A sync that could not run within its interval is superseded by the next one.
-                "options": {"expires": max(settings.sync_interval_s, 1.0)},
+                # A message a busy worker reads late still runs a cycle (up to ten intervals, at least 10 s, late);
+                # of several read at once, the first runs and the others skip (`broker.sync.cycle_due`).
+                "options": {"expires": max(settings.sync_interval_s * 10, 10.0)},
             },
         },
     )

@@ -14,8 +14,9 @@ All keys are under one prefix `p` (`TRAINER_REDIS_PREFIX`, `tb:` by default):
   when their attempt was queued (ms; after a recovery's backoff); `p quota:need:<ns>` hash job → GPUs it needs;
   `p quota:namespaces` set of the namespaces that ever asked for admission (the ledgers are found without scanning
   the keyspace).
-- `p sync:lock` the periodic sync's lock (redis-py's `Lock`); `p sync:missing` hash `<job>#<attempt>` → sync cycles
-  its object was missing; `p sync:nudged` hash job → when the sync last re-sent its task.
+- `p sync:lock` the periodic sync's lock (redis-py's `Lock`); `p sync:recent` set for half an interval when a
+  cycle starts; `p sync:missing` hash `<job>#<attempt>` → sync cycles its object was missing; `p sync:nudged` hash
+  job → when the sync last re-sent its task.
 - `p recovery:due` sorted set: job → epoch ms when its automatic recovery's backoff ends (`broker.recovery`).
 - `p dryrun:<token>` string: a dry run's parked request (JSON, short TTL); `p dryrun:<token>:answer` list: the
   broker's answer, which the API pops (`broker.dryrun`).
@@ -94,6 +95,11 @@ class Keys:
     @property
     def sync_lock(self) -> str:
         return f"{self.prefix}sync:lock"
+
+    @property
+    def sync_recent(self) -> str:
+        """Set (for half an interval) when a cycle starts: beat's messages that a backlog delivered late skip."""
+        return f"{self.prefix}sync:recent"
 
     @property
     def sync_missing(self) -> str:

@@ -83,6 +83,14 @@ def _replica_summary(statuses: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def cycle_due(ctx: BrokerContext) -> bool:
+    """Whether one of beat's sync messages should run a cycle: at most one per half interval. Beat sends one message
+    per interval; when a worker was busy, several arrive at once (each still within its expiry) and all but the
+    first skip at the cost of one Redis command."""
+    window_ms = max(1, int(ctx.settings.sync_interval_s * 500))
+    return bool(ctx.redis.set(ctx.keys.sync_recent, "1", px=window_ms, nx=True))
+
+
 def sync_jobs(ctx: BrokerContext) -> SyncReport:
     """One cycle. Skips (report.skipped) when another cycle holds the lock (redis-py's `Lock`: a token per holder,
     released only by its holder; it expires after six intervals, at least a minute, should this process die)."""

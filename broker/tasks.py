@@ -20,6 +20,7 @@ from broker.dryrun import dry_run as dry_run_logic
 from broker.names import CANCEL_TASK, DRY_RUN_TASK, SUBMIT_TASK, SYNC_TASK
 from broker.settings import BrokerSettings
 from broker.submit import submit_job as submit_logic
+from broker.sync import SyncReport, cycle_due
 from broker.sync import sync_jobs as sync_logic
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ def dry_run(token: str) -> str:
 
 @app.task(name=SYNC_TASK, acks_late=True, max_retries=0)
 def sync_jobs() -> dict[str, object]:
-    report = sync_logic(context())
+    ctx = context()
+    report = sync_logic(ctx) if cycle_due(ctx) else SyncReport(skipped=True)
     return {"changed": report.changed, "vanished": report.vanished, "admitted": report.admitted,
             "requeued": report.requeued, "recovering": report.recovering, "skipped": report.skipped}

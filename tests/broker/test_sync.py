@@ -3,13 +3,15 @@ as capacity frees, re-enqueue of stuck jobs, quota given back."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from broker.context import BrokerContext
 from broker.jobs import JobStatus
 from broker.names import SUBMIT_TASK
 from broker.submit import submit_job
-from broker.sync import sync_jobs
+from broker.sync import cycle_due, sync_jobs
 from tests.support.jobs import make_record
 from tests.support.k8s_emulator import K8sEmulator
 
@@ -157,6 +159,15 @@ def test_reservations_nobody_holds_are_given_back(ctx: BrokerContext) -> None:
 def test_a_cycle_skips_while_another_runs(ctx: BrokerContext) -> None:
     ctx.redis.set(ctx.keys.sync_lock, "other", ex=60)
     assert sync_jobs(ctx).skipped
+
+
+def test_of_several_sync_messages_read_at_once_one_runs_a_cycle(ctx: BrokerContext) -> None:
+    """A busy worker reads beat's queued messages late and together: the first runs, the rest skip, until half an
+    interval has passed."""
+    ctx.settings = ctx.settings.model_copy(update={"sync_interval_s": 0.4})
+    assert [cycle_due(ctx) for _ in range(3)] == [True, False, False]
+    time.sleep(0.3)
+    assert cycle_due(ctx)
 
 
 def test_admitted_and_cancelling_jobs_whose_task_was_lost_get_it_again(
