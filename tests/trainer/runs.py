@@ -203,14 +203,15 @@ def fsdp_baseline(framework: str, base: Path, dataset: Path, model: Path, max_st
                   env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """One uninterrupted FSDP run of `framework` on two processes, checkpoints every 10 steps (checked); the
     baseline the sharding tests resume against: {"prefix": its run prefix, "layout": `check_layout`'s answer,
-    "stderr": what the run wrote}. `torchrun` and `env` (added to `trainer_env`'s) pick another interpreter."""
+    "output": what the run wrote, stdout then stderr}. `torchrun` and `env` (added to `trainer_env`'s) pick another
+    interpreter."""
     args = trainer_args(framework, "fsdp", str(base / "runs"), str(dataset), str(model), max_steps=max_steps,
                         **training)
     result = run(torchrun_train_py(2, args, torchrun), trainer_env(base / "work", env), timeout=400)
     prefix = base / "runs" / "fsdp" / f"framework={framework}"
     layout = check_layout(LocalStorage(), str(prefix), list(range(10, max_steps + 1, 10)), total_steps=max_steps,
                           world_size=2)
-    return {"prefix": prefix, "layout": layout, "stderr": result.stderr}
+    return {"prefix": prefix, "layout": layout, "output": result.stdout + result.stderr}
 
 
 def torchrun_of(python: str) -> Path:
