@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from tests.trainer.runs import write_probe_report
+from tests.trainer.probe_report import write_probe_report
 from trainer.config import parse_config
 from trainer.context import build_context, close_context
 from trainer.runners.hf import build_trainer

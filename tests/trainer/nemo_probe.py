@@ -14,7 +14,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from tests.trainer.runs import write_probe_report
+from tests.trainer.probe_report import write_probe_report
 from trainer.config import parse_config
 from trainer.context import build_context, close_context
 from trainer.runners.nemo import build
@@ -78,6 +78,8 @@ def main(argv: list[str]) -> None:
         "no_sync_entries": recorder.no_sync_entries,
         "global_step": trainer.global_step,
         "torch": torch.__version__,
+        "lightning": pl.__version__,
+        "checkpoint_callbacks": sorted(type(c).__name__ for c in trainer.checkpoint_callbacks),
     }
     write_probe_report("NEMO_PROBE_OUT", ctx.dist.rank, report)
     close_context(ctx, succeeded=True)

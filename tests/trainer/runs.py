@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,14 +16,21 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
 from devstack import free_port
 from trainer.storage import LocalStorage, Storage
 
-TRAIN_PY = Path(__file__).resolve().parents[2] / "trainer" / "train.py"
+REPO = Path(__file__).resolve().parents[2]
+TRAIN_PY = REPO / "trainer" / "train.py"
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 #: The hf runner's test settings (the tiny model: 10-step checkpoints, losses logged every 5 steps).
 HF_TRAINING = {"save_steps": 10, "logging_steps": 5, "batch_size": 4, "block_size": 64, "lr": 1e-3, "seed": 3}
+# The interpreter with NeMo (`make nemo-venv` builds .venv-nemo from trainer/requirements-nemo.txt: nemo_toolkit
+# 3.0.0, lightning 2.4.0); `make unit` sets it. Tests that need it skip without it (bare pytest).
+NEMO_PYTHON = os.environ.get("TRAINER_NEMO_PYTHON", "")
+needs_nemo = pytest.mark.skipif(not NEMO_PYTHON, reason="needs the NeMo interpreter: run `make nemo-venv` and set "
+                                "TRAINER_NEMO_PYTHON=$PWD/.venv-nemo/bin/python (`make test` does both)")
 
 
 def trainer_args(framework: str, run_id: str, base_uri: str, dataset_uri: str, model_id: str,
@@ -48,13 +56,27 @@ def trainer_env(work_dir: Path, extra: Mapping[str, str] | None = None) -> dict[
     return env
 
 
+def requirement_pins(path: Path) -> dict[str, str]:
+    """`name==version` lines of a requirements file (names normalized, extras dropped), e.g.
+    `requirement_pins(REPO / "trainer/requirements-nemo.txt")["lightning"]`."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        spec = line.split("#", 1)[0].strip()
+        if spec:
+            name, sep, version = spec.partition("==")
+            assert sep and version, f"{path.name}: not an exact pin: {line!r}"
+            pins[re.sub(r"[-_.]+", "-", name.split("[", 1)[0]).lower()] = version
+    return pins
+
+
 def python_m_trainer(args: Sequence[str]) -> list[str]:
     return [sys.executable, "-m", "trainer", *args]
 
 
-def torchrun_train_py(nproc: int, args: Sequence[str]) -> list[str]:
-    """The rendered PyTorchJob command shape, run from the script path of `trainer/train.py`."""
-    return [str(TORCHRUN), f"--nproc_per_node={nproc}", "--nnodes=1", "--node_rank=0", "--master_addr=127.0.0.1",
+def torchrun_train_py(nproc: int, args: Sequence[str], torchrun: Path = TORCHRUN) -> list[str]:
+    """The rendered PyTorchJob command shape, run from the script path of `trainer/train.py` (by `torchrun`: this
+    venv's, or `torchrun_of(NEMO_PYTHON)`)."""
+    return [str(torchrun), f"--nproc_per_node={nproc}", "--nnodes=1", "--node_rank=0", "--master_addr=127.0.0.1",
             f"--master_port={free_port()}", str(TRAIN_PY), *args]
 
 
@@ -179,26 +201,27 @@ def copy_run(source: Path, runs: Path, run_id: str, upto: int, framework: str) -
 
 
 def fsdp_baseline(framework: str, base: Path, dataset: Path, model: Path, max_steps: int,
-                  training: Mapping[str, Any]) -> dict[str, Any]:
+                  training: Mapping[str, Any], torchrun: Path = TORCHRUN,
+                  env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """One uninterrupted FSDP run of `framework` on two processes, checkpoints every 10 steps (checked); the
-    baseline the sharding tests resume against: {"prefix": its run prefix, "layout": `check_layout`'s answer}."""
+    baseline the sharding tests resume against: {"prefix": its run prefix, "layout": `check_layout`'s answer,
+    "output": what the run wrote, stdout then stderr}. `torchrun` and `env` (added to `trainer_env`'s) pick another
+    interpreter."""
     args = trainer_args(framework, "fsdp", str(base / "runs"), str(dataset), str(model), max_steps=max_steps,
                         **training)
-    run(torchrun_train_py(2, args), trainer_env(base / "work"), timeout=400)
+    result = run(torchrun_train_py(2, args, torchrun), trainer_env(base / "work", env), timeout=400)
     prefix = base / "runs" / "fsdp" / f"framework={framework}"
     layout = check_layout(LocalStorage(), str(prefix), list(range(10, max_steps + 1, 10)), total_steps=max_steps,
                           world_size=2)
-    return {"prefix": prefix, "layout": layout}
+    return {"prefix": prefix, "layout": layout, "output": result.stdout + result.stderr}
 
 
-def probe_argv(module: str, args: Sequence[str]) -> list[str]:
+def torchrun_of(python: str) -> Path:
+    """The `torchrun` beside an interpreter (its virtualenv's `bin/`)."""
+    return Path(python).parent / "torchrun"
+
+
+def probe_argv(module: str, args: Sequence[str], torchrun: Path = TORCHRUN) -> list[str]:
     """`torchrun --nproc_per_node=2 -m <module> <train.py flags>` (a probe such as `tests.trainer.hf_probe`)."""
-    return [str(TORCHRUN), "--nproc_per_node=2", "--nnodes=1", "--master_addr=127.0.0.1",
+    return [str(torchrun), "--nproc_per_node=2", "--nnodes=1", "--master_addr=127.0.0.1",
             f"--master_port={free_port()}", "-m", module, *args]
-
-
-def write_probe_report(out_var: str, rank: int, report: Mapping[str, Any]) -> None:
-    """A probe's findings to `$<out_var>/rank-<rank>.json`."""
-    out = Path(os.environ[out_var])
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"rank-{rank}.json").write_text(json.dumps(report, indent=1))

@@ -1,11 +1,11 @@
 """The nemo runner trains the tiny model for real with Lightning: `.ckpt` checkpoints every 10 steps in the shared
 layout on local storage and S3, a `kill -9` resume through `ckpt_path` that continues with the uninterrupted run's
-losses, and — where an interpreter with NeMo is at hand — the same run driven by NeMo's `exp_manager`."""
+losses. This venv has no NeMo (plain Lightning checkpointing); the runs driven by NeMo's `exp_manager`, in the NeMo
+interpreter, are `test_nemo_toolkit.py`'s."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 from pathlib import Path
@@ -31,7 +31,6 @@ from trainer.checkpoints import CheckpointManager
 from trainer.storage import LocalStorage, S3Storage
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
 # Accumulation and dropout on: resuming exactly needs the data position and the RNG state, not only the weights.
 TRAINING = {"save_steps": 10, "logging_steps": 5, "batch_size": 8, "gradient_accumulation": 4, "block_size": 64,
             "lr": 1e-3, "warmup_steps": 5, "seed": 3}
@@ -131,32 +130,6 @@ def test_trains_and_resumes_on_s3(s3_server: S3Server, s3_bucket: str, tiny_mode
     assert "nemo: resumed at step 20 (RNG restored)" in result.stderr
     layout = check_layout(storage, prefix, [10, 20, 25], total_steps=25)
     assert [r["step"] for r in layout["train_rows"]] == [5, 10, 15, 20, 25]
-
-
-@pytest.mark.skipif(not os.environ.get("TRAINER_NEMO_PYTHON"),
-                    reason="set TRAINER_NEMO_PYTHON to an interpreter with nemo_toolkit[core,common-only] installed")
-def test_nemo_exp_manager_drives_checkpoints_and_resume_when_nemo_is_installed(tiny_model: Path,
-                                                                               sample_dataset: Path,
-                                                                               tmp_path: Path) -> None:
-    """The trainer image's `WITH_NEMO=1` path (NeMo 3.0 pins lightning<=2.4, so not in the project venv)."""
-    python = os.environ["TRAINER_NEMO_PYTHON"]
-    env = trainer_env(tmp_path / "work", {"PYTHONPATH": str(REPO)})
-    runs = tmp_path / "runs"
-    args = trainer_args("nemo", "nemo", str(runs), str(sample_dataset), str(tiny_model), max_steps=20, **TRAINING)
-    first = run([python, "-m", "trainer", *args], env)
-    assert "checkpoints by NeMo exp_manager" in first.stderr
-    prefix = runs / "nemo" / "framework=nemo"
-    layout = check_layout(LocalStorage(), str(prefix), [10, 20], total_steps=20)
-    assert layout["run"]["versions"]["nemo_toolkit"] == "3.0.0"
-    assert (prefix / "logs" / "nemo" / "cmd-args.log").is_file()  # exp_manager's own logs, beside ours
-    (prefix / "checkpoints" / "step-000020.json").unlink()  # as if killed before step 20's manifest
-    (prefix / "checkpoints" / "latest.json").unlink()
-    args = trainer_args("nemo", "nemo", str(runs), str(sample_dataset), str(tiny_model), max_steps=20, resume=True,
-                        **TRAINING)
-    second = run([python, "-m", "trainer", *args], env)
-    assert "nemo: resumed at step 10 (RNG restored)" in second.stderr
-    resumed = check_layout(LocalStorage(), str(prefix), [10, 20], total_steps=20)
-    assert train_rows(resumed["metrics"]) == train_rows(layout["metrics"])
 
 
 def test_the_api_metrics_series_reads_what_this_runner_wrote(reference_run: dict, redis_url: str,

@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.trainer.runs import (
+    NEMO_PYTHON,
     check_layout,
     copy_run,
     fsdp_baseline,
     losses,
+    needs_nemo,
     probe_argv,
     python_m_trainer,
+    requirement_pins,
     run,
+    torchrun_of,
     torchrun_train_py,
     trainer_args,
     trainer_env,
@@ -34,14 +39,24 @@ TRAINING = {"save_steps": 10, "logging_steps": 5, "batch_size": 4, "gradient_acc
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_fsdp_settings_reach_lightnings_strategy_and_the_wrapped_model(tiny_model: Path, sample_dataset: Path,
+# The project venv (Lightning 2.6.6, Lightning's ModelCheckpoint) and the NeMo interpreter (Lightning 2.4.0, NeMo's
+# exp_manager and its NeMoModelCheckpoint: the trainer image's WITH_NEMO=1): the strategy subclass works on both.
+LIGHTNINGS = [pytest.param(sys.executable, requirement_pins(ROOT / "trainer/requirements.txt")["lightning"],
+                           "ModelCheckpoint", id="lightning-2.6"),
+              pytest.param(NEMO_PYTHON, requirement_pins(ROOT / "trainer/requirements-nemo.txt")["lightning"],
+                           "NeMoModelCheckpoint", id="nemo-lightning-2.4", marks=needs_nemo)]
+
+
+@pytest.mark.parametrize("python, lightning, callback", LIGHTNINGS)
+def test_fsdp_settings_reach_lightnings_strategy_and_the_wrapped_model(python: str, lightning: str, callback: str,
+                                                                       tiny_model: Path, sample_dataset: Path,
                                                                        tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     args = trainer_args("nemo", "probe", str(tmp_path / "runs"), str(sample_dataset), str(tiny_model), max_steps=2,
                         save_steps=10, logging_steps=1, batch_size=2, block_size=32, gradient_accumulation=2,
                         precision="bf16", activation_checkpointing=True)
-    argv = probe_argv("tests.trainer.nemo_probe", args)
+    argv = probe_argv("tests.trainer.nemo_probe", args, torchrun_of(python))
     run(argv, trainer_env(tmp_path / "work", {"NEMO_PROBE_OUT": str(tmp_path / "probe"), "PYTHONPATH": str(ROOT)}),
         timeout=400)
     total = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(tiny_model).parameters())
@@ -58,6 +73,7 @@ def test_fsdp_settings_reach_lightnings_strategy_and_the_wrapped_model(tiny_mode
         assert report["decay_group_sizes"][0] > 0  # the matrices keep their weight decay once flattened
         assert report["no_sync_entries"] == 2  # 2 steps of 2 micro-steps: the first of each skips the sync
         assert report["global_step"] == 2
+        assert report["lightning"] == lightning and report["checkpoint_callbacks"] == [callback]
     local = [report["local_numel"] for report in got]
     assert sum(local) == total and abs(local[0] - local[1]) < 0.2 * total  # each rank holds about half
 
