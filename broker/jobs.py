@@ -163,8 +163,7 @@ class JobSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return cls(**{k: v for k, v in data.items() if k in _SPEC_NAMES})
 
     def spec_hash(self) -> str:
         """A stable hash of everything that defines the job; equal requests hash equal. Optional fields left unset
@@ -175,6 +174,7 @@ class JobSpec:
 
 
 _SPEC_FIELDS = dataclasses.fields(JobSpec)
+_SPEC_NAMES = frozenset(f.name for f in _SPEC_FIELDS)
 _OPTIONAL_UNHASHED = frozenset({"recovery", "queue"})
 
 

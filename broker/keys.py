@@ -29,6 +29,7 @@ in `STATUS_ORDER`), so no script builds a key name. All keys of one job live on 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from broker.jobs import JobStatus
 
@@ -69,7 +70,11 @@ class Keys:
 
     def status_keys(self) -> list[str]:
         """Every status index, then every `entered` set, in `STATUS_ORDER`: the transition script's key block."""
-        return [self.status_index(s) for s in STATUS_ORDER] + [self.entered(s) for s in STATUS_ORDER]
+        return list(self._status_keys)
+
+    @functools.cached_property
+    def _status_keys(self) -> tuple[str, ...]:  # built once: every transition sends it (a sync: thousands)
+        return (*(self.status_index(s) for s in STATUS_ORDER), *(self.entered(s) for s in STATUS_ORDER))
 
     def quota(self, namespace: str) -> tuple[str, str, str]:
         """`(held, line, need)` of a namespace."""

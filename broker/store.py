@@ -179,6 +179,14 @@ class JobStore:
             pipe.hgetall(self.keys.job(name))
         return [JobRecord.from_redis(raw) if raw else None for raw in pipe.execute()]
 
+    def status_many(self, names: Iterable[str]) -> list[tuple[JobStatus, int] | None]:
+        """`(status, attempt)` of `names` in one round trip, in order (None where a job does not exist), without
+        reading or parsing whole records (what the sync's quota reconciliation needs, for every held reservation)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hmget(self.keys.job(name), "status", "attempt")
+        return [(JobStatus(status), int(attempt or 1)) if status else None for status, attempt in pipe.execute()]
+
     def load(self, names: Iterable[str]) -> list[JobRecord]:
         """The records of `names` that exist, in one round trip."""
         return [record for record in self.get_many(names) if record is not None]

@@ -254,12 +254,12 @@ def reconcile_quota(ctx: BrokerContext) -> None:
     behind each namespace's reservations and line are read in one round trip."""
     for namespace in ctx.quota.namespaces_held():
         held = [parse_member(m) for m in ctx.quota.held(namespace)]
-        for (job, attempt), record in zip(held, ctx.store.get_many(j for j, _ in held), strict=True):
-            if record is None or record.attempt != attempt or record.status in TERMINAL:
+        for (job, attempt), now in zip(held, ctx.store.status_many(j for j, _ in held), strict=True):
+            if now is None or now[1] != attempt or now[0] in TERMINAL:
                 ctx.quota.release(namespace, job, attempt)
     for namespace in ctx.quota.namespaces_waiting():
         line = ctx.quota.line(namespace)
-        for job, record in zip(line, ctx.store.get_many(line), strict=True):
-            if record is None or record.status not in (S.QUEUED, S.WAITING_QUOTA):
+        for job, now in zip(line, ctx.store.status_many(line), strict=True):
+            if now is None or now[0] not in (S.QUEUED, S.WAITING_QUOTA):
                 ctx.quota.leave_line(namespace, job)
 
