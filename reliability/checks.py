@@ -30,6 +30,7 @@ class Census:
     lost: int = 0
     stuck: int = 0
     failed: int = 0
+    expired: int = 0  # finished and removed by the retention policy (their object shows they ran, once)
     by_status: Counter[str] = dataclasses.field(default_factory=Counter)
     problems: list[str] = dataclasses.field(default_factory=list)
 
@@ -57,14 +58,25 @@ def unsettled(stack: Stack, names: list[str]) -> list[str]:
     return [n for n in names if n in found and found[n].status in UNSETTLED]
 
 
-def census(stack: Stack, names: list[str], *, allow_failed: bool = False, object_may_vanish: bool = False) -> Census:
-    """Count the invariants for the accepted jobs `names` (job names)."""
+def census(stack: Stack, names: list[str], *, allow_failed: bool = False, object_may_vanish: bool = False,
+           namespace_if_expired: str | None = None) -> Census:
+    """Count the invariants for the accepted jobs `names` (job names). With `namespace_if_expired`, a job Redis no
+    longer holds counts as removed by the retention policy — not lost — when the emulator created its first
+    attempt's object in that namespace exactly once and that object finished (the soak's jobs, one attempt each)."""
     out = Census(accepted=len(names))
     found = records(stack, names)
     creates = acted_creates(stack)
     objects = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in stack.emulator.objects()}
     for name in names:
         record = found.get(name)
+        if record is None and namespace_if_expired is not None:
+            obj_key = (namespace_if_expired, object_name(name, 1))
+            conditions = ((objects.get(obj_key) or {}).get("status") or {}).get("conditions") or []
+            if creates[obj_key] == 1 and any(c.get("type") == "Succeeded" for c in conditions):
+                out.expired += 1
+                out.exactly_once += 1
+                out.by_status["expired (retention)"] += 1
+                continue
         if record is None:
             out.lost += 1
             out.problems.append(f"{name}: accepted, but Redis has no record")
