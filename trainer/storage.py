@@ -136,10 +136,12 @@ class LocalStorage:
         import xxhash
 
         digest = xxhash.xxh3_128()
+        buffer = bytearray(1 << 20)  # one reused buffer: reading 8 MiB bytes objects held two at a time (+16 MB)
+        view = memoryview(buffer)
         try:
-            with self.path(uri).open("rb") as fh:
-                while chunk := fh.read(8 << 20):
-                    digest.update(chunk)
+            with self.path(uri).open("rb", buffering=0) as fh:
+                while size := fh.readinto(buffer):
+                    digest.update(view[:size])
         except (FileNotFoundError, IsADirectoryError) as exc:
             raise ObjectNotFound(uri) from exc
         return f"xxh3:{digest.hexdigest()}"

@@ -184,3 +184,32 @@ def test_only_local_rank_0_tokenizes_and_its_errors_reach_the_other_ranks(tmp_pa
     follower.join(30)
     assert isinstance(results[1], DatasetError) and str(results[1]) == str(results[0])
     assert "bad.jsonl line 2: malformed JSON" in str(results[1])
+
+
+def test_json_chunks_keep_lines_whole_and_arrow_memory_to_one_chunk(tmp_path: Path) -> None:
+    """`json_batches` parses whole lines per chunk: a line longer than a chunk, blank lines, no final newline and an
+    empty file all read right, and pyarrow's pool never holds more than about one chunk (the streaming reader it
+    replaces read up to 32 blocks ahead, here the whole file)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.json as pa_json
+
+    from trainer.data.source import json_batches
+
+    options = pa_json.ParseOptions(explicit_schema=pa.schema([pa.field("text", pa.string())]),
+                                   unexpected_field_behavior="ignore")
+    texts = [f"row {i} " + "x" * (i % 97) for i in range(20_000)] + ["long " * 2000]
+    body = "\n".join(json.dumps({"text": t, "other": 1}) + ("\n" if i % 1000 == 0 else "")
+                     for i, t in enumerate(texts)).encode()  # some blank lines, no final newline
+    got = [s for b in json_batches(io.BytesIO(body), options, chunk_bytes=4096) for s in b.column(0).to_pylist()]
+    assert got == texts
+    assert list(json_batches(io.BytesIO(b""), options)) == []
+    big = tmp_path / "big.jsonl"
+    big.write_bytes((body + b"\n") * 20)  # ~17 MB
+    with big.open("rb") as fh:
+        rows = 0
+        for batch in json_batches(fh, options, chunk_bytes=1 << 20):
+            rows += batch.num_rows
+            assert pa.total_allocated_bytes() < 8 << 20
+    assert rows == len(texts) * 20

@@ -1,8 +1,12 @@
 """Packed blocks as the runners read them: a memory-mapped Arrow file, indexed by block number. Nothing is loaded up
-front; a batch reads only its own blocks' pages.
+front; a batch reads only its own blocks' pages. (Opening reads every record batch's header through the map, and
+Linux maps up to 64 KB of already-cached pages around each page a read faults in: RssFile then shows most of a file
+that was just written or is in the page cache. Those pages are clean, shared by the node's ranks and evictable;
+RssAnon does not grow.)
 
-Opening needs only pyarrow (`import datasets` costs seconds: pandas, fsspec, the hub client); the `datasets.Dataset`
-view the `hf` runner hands to the Trainer is opened on first use of `.dataset`.
+Opening needs only pyarrow and numpy (`import datasets` costs seconds: pandas, fsspec, the hub client; so would
+pyarrow's `Array.to_numpy`, which imports pandas); the `datasets.Dataset` view the `hf` runner hands to the Trainer
+is opened on first use of `.dataset`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ class TokenBlocks:
         reader = pa.ipc.open_stream(self._source)
         self.block_size = int(reader.schema.field("input_ids").type.list_size)
         # zero-copy [rows, block_size] views of each record batch's values, over the memory map
-        self._chunks = [batch.column(0).values.to_numpy(zero_copy_only=True).reshape(-1, self.block_size)
+        self._chunks = [_int32_view(batch.column(0).values).reshape(-1, self.block_size)
                         for batch in reader if batch.num_rows]
         self._starts = np.cumsum([0] + [len(c) for c in self._chunks])
         self._dataset: Any = None
@@ -53,6 +57,12 @@ class TokenBlocks:
             chosen = chunk == c
             out[chosen] = self._chunks[c][rows[chosen] - self._starts[c]]
         return torch.from_numpy(out)
+
+
+def _int32_view(values: Any) -> np.ndarray:
+    """A read-only numpy view of an int32 Arrow array's data buffer (no nulls), without `Array.to_numpy`: that
+    imports pandas (pyarrow's pandas shim) on first use, about a second and 30 MB on a start that needs neither."""
+    return np.frombuffer(values.buffers()[1], dtype=np.int32, count=len(values), offset=values.offset * 4)
 
 
 def causal_lm_collate(examples: list[dict[str, Any]]) -> dict[str, Any]:

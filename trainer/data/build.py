@@ -20,9 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from trainer.data.source import DatasetError, locate_problem
+from trainer.data.source import DatasetError, json_batches, locate_problem
 
-JSON_BLOCK_BYTES = 2 << 20  # pyarrow parses blocks ahead on its threads: bigger blocks, more RSS
 ROWS_PER_PROCESS = 50_000  # fewer rows than this per extra process: forking costs more than it saves
 
 
@@ -95,8 +94,9 @@ def build(sources: list[tuple[str, Path]], spec: BuildSpec, tokenizer: Any, targ
 def load_rows(sources: list[tuple[str, Path]], text_field: str, folder: Path) -> Any:
     """The shards' `text_field` as one memory-mapped `datasets.Dataset` (raises `DatasetError`).
 
-    pyarrow's JSON reader parses each shard in blocks against a one-column schema (other fields are ignored), so
-    memory stays one block; a block it refuses, or a null (missing) value, sends `locate_problem` to name the line.
+    pyarrow's JSON reader parses each shard a chunk of whole lines at a time (`json_batches`) against a one-column
+    schema (other fields are ignored), so memory stays one chunk; a chunk it refuses, or a null (missing) value,
+    sends `locate_problem` to name the line.
     """
     import pyarrow as pa
     import pyarrow.json as pa_json
@@ -110,18 +110,18 @@ def load_rows(sources: list[tuple[str, Path]], text_field: str, folder: Path) ->
     with pa.ipc.new_stream(str(path), schema) as writer:
         for uri, local in sources:
             try:
-                for batch in pa_json.open_json(local, parse_options=options,
-                                               read_options=pa_json.ReadOptions(block_size=JSON_BLOCK_BYTES)):
-                    if batch.column(0).null_count:
-                        raise ValueError("null")
-                    writer.write_batch(batch)
-                    rows += batch.num_rows
+                with local.open("rb") as body:
+                    for batch in json_batches(body, options):
+                        if batch.column(0).null_count:
+                            raise ValueError("null")
+                        writer.write_batch(batch)
+                        rows += batch.num_rows
             except (pa.ArrowInvalid, ValueError) as exc:
                 problem = locate_problem([(uri, local)], text_field)
                 if problem is not None:
                     raise problem from exc
-                if "Empty JSON" not in str(exc):
-                    raise DatasetError(f"{uri}: {str(exc).splitlines()[0]}") from exc
+                raise DatasetError(f"{uri}: {str(exc).splitlines()[0]}") from exc
+    pa.default_memory_pool().release_unused()  # the parse's freed pages, back to the OS before tokenizing
     if rows == 0:
         raise DatasetError(f"dataset {_named(sources)} is empty (no rows with {text_field!r})")
     return Dataset.from_file(str(path))

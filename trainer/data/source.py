@@ -12,10 +12,12 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from trainer.storage import LocalStorage, Storage
 
 HASH_CHUNK = 8 << 20
+JSON_CHUNK_BYTES = 2 << 20  # whole lines parsed per call: the JSON side's memory is one chunk and its batch
 
 
 class DatasetError(ValueError):
@@ -66,6 +68,36 @@ def local_copies(shards: list[Shard], storage: Storage, folder: Path) -> list[Pa
         else:
             paths.append(LocalStorage.path(shard.uri))
     return paths
+
+
+def json_batches(body: Any, options: Any, chunk_bytes: int = JSON_CHUNK_BYTES) -> Iterator[Any]:
+    """The record batches of a JSONL byte stream (`body.read(n)`: a file, an S3 object's body), parsed by pyarrow
+    one chunk of whole lines at a time, in the calling thread.
+
+    Not `pyarrow.json.open_json`: its streaming reader reads up to 32 blocks ahead of the consumer on a background
+    thread (a 40 MB file sat whole in Arrow's pool at the first batch), so its memory grew with the file up to
+    32 blocks. Raises `pyarrow.ArrowInvalid` for what pyarrow refuses (the callers name the line).
+    """
+    import pyarrow as pa
+    import pyarrow.json as pa_json
+
+    carry = b""
+    while True:
+        data = body.read(chunk_bytes)
+        if data:
+            data = carry + data if carry else data
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:  # one line longer than a chunk so far: read on
+                carry = data
+                continue
+            chunk, carry = pa.py_buffer(data).slice(0, cut), data[cut:]
+        else:
+            chunk, carry = pa.py_buffer(carry), b""
+        if chunk.size:  # (blank lines parse to no rows; only empty input is an error)
+            read = pa_json.ReadOptions(use_threads=False, block_size=chunk.size + 1)
+            yield from pa_json.read_json(pa.BufferReader(chunk), read_options=read, parse_options=options).to_batches()
+        if not data:
+            return
 
 
 def locate_problem(sources: list[tuple[str, Path]], text_field: str) -> DatasetError | None:

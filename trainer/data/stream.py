@@ -1,14 +1,14 @@
 """Streaming mode (`extra_args.dataset_streaming: true`), for datasets larger than a node's disk: the shards are read
 as a `datasets.IterableDataset` of packed blocks, never downloaded or cached whole.
 
-Each shard is read in JSON blocks (pyarrow, from the file or straight from the S3 object's body), tokenized in
-batches and packed into `block_size` blocks (EOS after every document; a shard's tail shorter than a block is
-dropped). The generator takes the shard list as its `gen_kwargs`, so `split_dataset_by_node` hands every rank its
-own shards (with a shard count divisible by the world size) or, otherwise, every `world_size`-th block: either way
-the ranks read disjoint blocks. The position is the `IterableDataset`'s own `state_dict()` (shard index and blocks
-into it) plus the data epoch; the `meta` and `nemo` runners gather every rank's position into their checkpoints and
-restore it exactly; the `hf` Trainer skips the batches already seen on resume. There is no eval split in this mode.
-Memory is one JSON block and one batch of tokens, whatever the dataset's size.
+Each shard is read in chunks of whole JSON lines (`json_batches`: pyarrow, from the file or straight from the S3
+object's body), tokenized in batches and packed into `block_size` blocks (EOS after every document; a shard's tail
+shorter than a block is dropped). The generator takes the shard list as its `gen_kwargs`, so `split_dataset_by_node`
+hands every rank its own shards (with a shard count divisible by the world size) or, otherwise, every `world_size`-th
+block: either way the ranks read disjoint blocks. The position is the `IterableDataset`'s own `state_dict()` (shard
+index and blocks into it) plus the data epoch; the `meta` and `nemo` runners gather every rank's position into their
+checkpoints and restore it exactly; the `hf` Trainer skips the batches already seen on resume. There is no eval split in
+this mode. Memory is one JSON chunk and one batch of tokens, whatever the dataset's size.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from trainer.data.build import encode_batch
-from trainer.data.source import DatasetError, fingerprint, list_shards
+from trainer.data.source import DatasetError, fingerprint, json_batches, list_shards
 from trainer.storage import LocalStorage, S3Storage, split_s3, storage_for
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def stream_blocks(shards: list[str], field: str, block_size: int, tokenizer: Any
 
 
 def shard_texts(uri: str, field: str) -> Iterator[list[str]]:
-    """One shard's `field` values, a JSON block at a time (raises `DatasetError` naming the shard and line)."""
+    """One shard's `field` values, a JSON chunk at a time (raises `DatasetError` naming the shard and line)."""
     import pyarrow as pa
     import pyarrow.json as pa_json
 
@@ -56,9 +56,7 @@ def shard_texts(uri: str, field: str) -> Iterator[list[str]]:
     line = 0
     with open_shard(uri) as body:
         try:
-            reader = pa_json.open_json(body, parse_options=options,
-                                       read_options=pa_json.ReadOptions(block_size=STREAM_JSON_BLOCK_BYTES))
-            for batch in reader:
+            for batch in json_batches(body, options, STREAM_JSON_BLOCK_BYTES):
                 column = batch.column(0)
                 if column.null_count:
                     first = column.is_null().to_pylist().index(True)
@@ -66,8 +64,7 @@ def shard_texts(uri: str, field: str) -> Iterator[list[str]]:
                 line += batch.num_rows
                 yield column.to_pylist()
         except invalid as exc:
-            if "Empty JSON" not in str(exc):
-                raise DatasetError(f"{uri} after line {line}: {str(exc).splitlines()[0]}") from exc
+            raise DatasetError(f"{uri} after line {line}: {str(exc).splitlines()[0]}") from exc
 
 
 def open_shard(uri: str) -> Any:
