@@ -152,7 +152,7 @@ def figures(samples: int, load_seconds: float, throughput_jobs: int) -> list[Fig
                 rig.noop()
                 _latencies(rig, dict([rig.post()]))
             noop_idle = [rig.noop() for _ in range(samples)]
-            idle = _latencies(rig, dict(rig.post() for _ in range(samples)))
+            idle = [lat for _ in range(samples) for lat in _latencies(rig, dict([rig.post()]))]  # one at a time
             noop_load = _paced(rig.noop, load_seconds)
             loaded = _latencies(rig, dict(_paced(rig.post, load_seconds)))
             jobs_s, noop_s = _throughput(rig, throughput_jobs)
