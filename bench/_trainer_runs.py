@@ -4,7 +4,9 @@
 - `save_model` writes a random-weight model of a given shape (GPT-2 or Llama) beside the tiny BPE tokenizer of
   `trainer.tiny`, as safetensors, so every runner loads it with `from_pretrained` like a hub model (no hub here).
 - `launch` runs `python -m trainer` (1 process) or `torchrun ... trainer/train.py` (N processes) to its end and
-  samples every rank's RSS with psutil; `peak_rss` is per rank (torchrun's own small process is left out).
+  samples every rank's RSS with psutil; `peak_rss` is per rank (torchrun's own small process is left out), and
+  `peak_anon` the same for anonymous memory alone (RSS less its file-backed and shared pages, psutil's `shared`:
+  /proc's RssFile + RssShmem), which leaves out memory-mapped weights and dataset pages the kernel can drop.
 - `metrics`, `checkpoint_bytes_by_rank` read `logs/metrics.jsonl` and the checkpoints' manifests (and, for sharded
   checkpoints, each rank's `_ranks/rank-XXXXX.json` upload report) from the local run folder.
 
@@ -84,15 +86,21 @@ def trainer_argv(nproc: int, framework: str, run_id: str, runs: Path, dataset: P
 
 @dataclass
 class Launch:
-    """One finished trainer launch: wall seconds, each rank's peak RSS (bytes), the log's text."""
+    """One finished trainer launch: wall seconds, each rank's peak RSS and peak anonymous RSS (bytes, largest rank
+    first, each list sorted on its own), the log's text."""
 
     wall_s: float
     rank_peaks: list[int] = field(default_factory=list)
     log: str = ""
+    rank_anon_peaks: list[int] = field(default_factory=list)
 
     @property
     def peak_rss(self) -> int:
         return max(self.rank_peaks, default=0)
+
+    @property
+    def peak_anon(self) -> int:
+        return max(self.rank_anon_peaks, default=0)
 
 
 def launch(argv: Sequence[str], work: Path, log: Path, threads: int = 1, timeout: float = 3600,
@@ -107,6 +115,7 @@ def launch(argv: Sequence[str], work: Path, log: Path, threads: int = 1, timeout
         environ.pop(key, None)
     started = time.monotonic()
     peaks: dict[int, int] = {}
+    anon: dict[int, int] = {}
     torchrun = len(argv) > 2 and argv[2] == "torch.distributed.run"
     with log.open("wb") as out:
         proc = subprocess.Popen(list(argv), env=environ, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
@@ -116,7 +125,9 @@ def launch(argv: Sequence[str], work: Path, log: Path, threads: int = 1, timeout
             try:
                 ranks = parent.children() if torchrun else [parent]
                 for p in ranks:
-                    peaks[p.pid] = max(peaks.get(p.pid, 0), p.memory_info().rss)
+                    info = p.memory_info()
+                    peaks[p.pid] = max(peaks.get(p.pid, 0), info.rss)
+                    anon[p.pid] = max(anon.get(p.pid, 0), info.rss - getattr(info, "shared", 0))
             except psutil.Error:
                 pass
             if time.monotonic() - started > timeout:
@@ -125,7 +136,8 @@ def launch(argv: Sequence[str], work: Path, log: Path, threads: int = 1, timeout
     text = log.read_text(errors="replace")
     if proc.returncode != 0:
         raise RuntimeError(f"trainer exited {proc.returncode}: {' '.join(argv)}\n{text[-3000:]}")
-    return Launch(round(time.monotonic() - started, 2), sorted(peaks.values(), reverse=True), text)
+    return Launch(round(time.monotonic() - started, 2), sorted(peaks.values(), reverse=True), text,
+                  sorted(anon.values(), reverse=True))
 
 
 def run_prefix(runs: Path, run_id: str) -> Path:

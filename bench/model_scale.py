@@ -4,7 +4,9 @@ training? For each runner, the same 124M-parameter GPT-2-small-shaped model on C
 One launch per (runner, processes): the real trainer (`python -m trainer` / `torchrun ... trainer/train.py`), fp32,
 `sharding=auto` (FSDP with 2 processes where the runner has it), 6 steps logged one by one, a checkpoint at step 3
 (and the last step). Figures, per runner:
-- peak RSS per rank (psutil, the largest rank) with 2 processes / with 1 (target <= 0.65);
+- peak RSS per rank (psutil, the largest rank) with 2 processes / with 1 (target <= 0.65), and beside it (no target)
+  the same for peak anonymous RSS (RSS less file-backed pages: memory-mapped safetensors and Arrow pages are page
+  cache the kernel can drop, anonymous memory is what the process holds);
 - checkpoint bytes each rank wrote and uploaded (its `_ranks/` upload report; for an unsharded checkpoint, rank 0 wrote
   every file) vs total / world size: the worst rank's deviation (target <= 0.10, on the value);
 - training time lost to the step-3 save beyond its staging copy, with 2 processes: the two steps after the save minus
@@ -49,6 +51,7 @@ def measure(runner: str, nproc: int, base: Path, model: Path, dataset: Path, qui
     durations = {s: rows[s] - rows[s - 1] for s in range(2, STEPS + 1) if s in rows and s - 1 in rows}
     staged = STAGED.search(done.log)
     result = {"peak_rss": done.peak_rss, "rank_peaks": done.rank_peaks, "wall_s": done.wall_s,
+              "peak_anon": done.peak_anon, "rank_anon_peaks": done.rank_anon_peaks,
               "ckpt_bytes": checkpoint_bytes_by_rank(runs, run_id, nproc), "durations": durations,
               "staging_s": float(staged.group(1)) if staged else 0.0}
     shutil.rmtree(runs, ignore_errors=True)
@@ -74,6 +77,9 @@ def runner_figures(runner: str, one: dict[str, Any], two: dict[str, Any]) -> lis
     return [
         Figure(f"{runner}: peak RSS per rank, 2 procs vs 1", two["peak_rss"] / mb, "MB", one["peak_rss"] / mb,
                target="<= 0.65", note="ranks: " + ", ".join(f"{p / mb:.0f}" for p in two["rank_peaks"]) + " MB"),
+        Figure(f"{runner}: peak anonymous RSS per rank, 2 procs vs 1", two["peak_anon"] / mb, "MB",
+               one["peak_anon"] / mb, note="RSS less file-backed pages; ranks: "
+               + ", ".join(f"{p / mb:.0f}" for p in two["rank_anon_peaks"]) + " MB"),
         Figure(f"{runner}: checkpoint bytes per rank vs total/world, 2 procs", worst, "", target="<= 0.1",
                target_on="value", note="MB by rank: " + ", ".join(f"{b / mb:.0f}" for b in per_rank)
                + f"; 1 proc wrote {sum(one['ckpt_bytes']) / mb:.0f} MB"),

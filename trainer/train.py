@@ -17,6 +17,7 @@ from typing import Any
 from trainer.config import ConfigError, parse_config
 from trainer.data import DatasetError
 from trainer.failure import ERROR, INVALID_INPUT, TERMINATED, logs_uri_from_env, record_failure
+from trainer.host_memory import configure_malloc
 
 RUNNERS = {"hf": "trainer.runners.hf", "nemo": "trainer.runners.nemo", "meta": "trainer.runners.meta"}
 INPUT_ERRORS = (ConfigError, DatasetError)
@@ -28,6 +29,7 @@ def load_runner(framework: str) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_malloc()  # before the first tensor: freed tensor memory goes back to the OS (trainer.host_memory)
     try:
         config = parse_config(argv, os.environ)
     except ConfigError as exc:

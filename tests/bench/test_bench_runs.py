@@ -69,9 +69,10 @@ def test_model_scale_measures_memory_checkpoint_shares_and_save_cost_at_a_tiny_s
     """One runner, 1 vs 2 processes under torchrun, the tiny model: every figure is measured from the real runs
     (the 124M targets are checked by `make bench`, not here)."""
     figures = model_scale.figures(True, ["meta"])
-    assert [f.name.split(":")[0] for f in figures] == ["meta"] * 3
-    rss, shares, save = figures
+    assert [f.name.split(":")[0] for f in figures] == ["meta"] * 4
+    rss, anon, shares, save = figures
     assert rss.baseline and rss.value > 50 and rss.ratio is not None and "ranks: " in rss.note
+    assert anon.baseline and 0 < anon.value <= rss.value and anon.baseline <= rss.baseline and not anon.target
     assert len(shares.note.split("MB by rank: ")[1].split(";")[0].split(",")) == 2  # both ranks wrote a shard
     assert shares.ok is True  # FSDP: DCP's shards are even, whatever the machine's speed
     assert save.baseline and save.baseline > 0 and "staging" in save.note
