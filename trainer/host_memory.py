@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import sys
 from collections.abc import Mapping
 
 M_MMAP_THRESHOLD = -3  # glibc's <malloc.h> parameter number
@@ -29,7 +30,13 @@ def mmap_threshold(environ: Mapping[str, str]) -> int:
     if "MALLOC_MMAP_THRESHOLD_" in environ:
         return 0
     raw = environ.get("TRAINER_MALLOC_MMAP_THRESHOLD", "").strip()
-    return int(raw) if raw else DEFAULT_THRESHOLD
+    if not raw:
+        return DEFAULT_THRESHOLD
+    if not raw.isdigit():  # the trainer's contract for a setting it cannot use: one line, exit status 2
+        print(f"error: TRAINER_MALLOC_MMAP_THRESHOLD must be a number of bytes (0: glibc's default), not {raw!r}",
+              file=sys.stderr)
+        raise SystemExit(2)
+    return int(raw)
 
 
 def configure_malloc(environ: Mapping[str, str] | None = None) -> int:

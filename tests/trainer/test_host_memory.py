@@ -55,3 +55,10 @@ def test_threshold_from_the_environment() -> None:
     assert mmap_threshold({"TRAINER_MALLOC_MMAP_THRESHOLD": "0"}) == 0
     assert mmap_threshold({"MALLOC_MMAP_THRESHOLD_": "65536"}) == 0  # glibc already read the user's own setting
     assert configure_malloc({"TRAINER_MALLOC_MMAP_THRESHOLD": "0"}) == 0
+
+
+def test_a_threshold_that_is_not_a_number_is_a_one_line_error_with_status_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        mmap_threshold({"TRAINER_MALLOC_MMAP_THRESHOLD": "1MiB"})
+    assert exited.value.code == 2
+    assert "TRAINER_MALLOC_MMAP_THRESHOLD must be a number of bytes" in capsys.readouterr().err
