@@ -30,6 +30,7 @@ from typing import Any
 
 import psutil
 
+from bench.core import Figure
 from devstack import free_port
 from trainer.tiny import build_tiny_model, write_sample_dataset
 
@@ -150,6 +151,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     print_table(figures, rows, args.scale)
     return figures
+
+
+def as_figures(f: dict[str, Any]) -> list[Figure]:
+    """The ratios as `make bench` figures (one JSON line each in its results file)."""
+    runs = f["runs"]
+    return [
+        Figure("data: peak RssAnon per rank, 20x vs 1x data", runs["20x"]["peak_anon_mb"], "MB",
+               runs["1x"]["peak_anon_mb"], target="<= 1.2", note="the target's figure: anonymous memory"),
+        Figure("data: peak RSS per rank, 20x vs 1x data", runs["20x"]["peak_rss_mb"], "MB", runs["1x"]["peak_rss_mb"],
+               note="includes the memory-mapped cache's page-cache pages"),
+        Figure("data: time to step 1, 2 procs vs 1 (20x)", runs["20x_2proc"]["wall_s"], "s", runs["20x"]["wall_s"],
+               target="<= 1.3"),
+        Figure("data: ranks that tokenized, 2 procs", f["ranks_tokenized_2proc"], "ranks", target="<= 1",
+               target_on="value"),
+        Figure("data: time to step 1, warm restart vs cold (20x)", runs["20x_warm"]["wall_s"], "s",
+               runs["20x"]["wall_s"], target="<= 0.3", note="same data and work dir; the warm run's cache hit checked"),
+        Figure("data: tokenization throughput, pipeline vs tokenizer", f["throughput_ratio"], "", target=">= 0.8",
+               target_on="value", note=f"tokenizer {f['tokenizer_s']} s, pipeline {f['pipeline_s']} s"),
+        Figure("data: streaming peak RssAnon per rank, 20x vs 1x (2 procs)", runs["20x_stream"]["peak_anon_mb"], "MB",
+               runs["1x_stream"]["peak_anon_mb"], target="<= 1.2"),
+    ]
+
+
+def run(quick: bool) -> list[Figure]:
+    """`make bench`'s entry: the default sizes (20,000 vs 400,000 rows), or the tiny ones with `quick`."""
+    return as_figures(main(["--quick"] if quick else []))
 
 
 def print_table(f: dict[str, Any], rows: int, scale: int) -> None:

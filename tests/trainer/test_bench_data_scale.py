@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.data_scale import main
+from bench.data_scale import as_figures, main
 
 pytestmark = pytest.mark.slow
 
@@ -20,3 +20,8 @@ def test_the_quick_bench_measures_every_ratio_and_one_rank_tokenizes() -> None:
         assert figures[key] > 0
     for run in figures["runs"].values():  # RSS = anonymous + file-backed (+ shmem) pages, each peak polled apart
         assert 0 < run["peak_anon_mb"] < run["peak_rss_mb"] and 0 < run["peak_file_mb"] < run["peak_rss_mb"]
+    # and `make bench` gets them as figures with their targets
+    named = {fig.name: fig for fig in as_figures(figures)}
+    assert named["data: time to step 1, warm restart vs cold (20x)"].target == "<= 0.3"
+    assert named["data: ranks that tokenized, 2 procs"].ok is True
+    assert all(fig.value > 0 for fig in named.values())
