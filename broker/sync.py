@@ -35,7 +35,7 @@ from broker.context import BrokerContext
 from broker.errors import StoreError
 from broker.jobs import ON_CLUSTER, TERMINAL, JobRecord, JobStatus, parse_iso
 from broker.keys import member, parse_member
-from broker.names import CANCEL_TASK, SUBMIT_TASK
+from broker.names import CANCEL_TASK, DEFAULT_QUEUE, SUBMIT_TASK
 from broker.render import MANAGED_SELECTOR
 from broker.retention import purge_expired
 from broker.store import Change
@@ -227,7 +227,14 @@ def admit_waiting(ctx: BrokerContext, report: SyncReport) -> None:
 
 def requeue_stuck(ctx: BrokerContext, report: SyncReport) -> None:
     """Enqueue again what a lost message left behind: `queued` jobs (submit), `admitted` jobs (submit) and
-    `cancelling` jobs (cancel) untouched for `requeue_after_s`. Tasks are idempotent, so a duplicate is harmless."""
+    `cancelling` jobs (cancel) untouched for `requeue_after_s`. Tasks are idempotent, so a duplicate is harmless —
+    one is. So nothing is re-sent while Celery's queue still holds messages: behind a backlog older than
+    `requeue_after_s` every waiting job looks stuck, its own message is still in the queue, and re-sending each one
+    every cycle grew the backlog faster than the workers drained it (the hour-long soak of `make reliability`:
+    from minute 26 on, tens of thousands of duplicate submits and 9,358 jobs left `queued`). A message really lost
+    is re-sent once the queue has drained."""
+    if ctx.redis.llen(DEFAULT_QUEUE):
+        return
     stale = ctx.store.stale_queued(ctx.settings.requeue_after_s)
     for name in stale:
         ctx.enqueue(SUBMIT_TASK, name)

@@ -9,7 +9,7 @@ import pytest
 
 from broker.context import BrokerContext
 from broker.jobs import JobStatus
-from broker.names import SUBMIT_TASK
+from broker.names import DEFAULT_QUEUE, SUBMIT_TASK
 from broker.submit import submit_job
 from broker.sync import cycle_due, sync_jobs
 from tests.support.jobs import make_record
@@ -144,6 +144,23 @@ def test_stuck_queued_jobs_are_enqueued_again(ctx: BrokerContext, enqueued: list
     sync_jobs(ctx)
     assert enqueued == []
     ctx.settings = ctx.settings.model_copy(update={"requeue_after_s": 0})
+    sync_jobs(ctx)
+    assert enqueued == [(SUBMIT_TASK, record.name)]
+
+
+def test_nothing_is_re_sent_while_celerys_queue_still_holds_messages(
+    ctx: BrokerContext, enqueued: list[tuple[str, str]]
+) -> None:
+    """Behind a backlog every waiting job looks stuck while its message is still queued: re-sending them all each
+    cycle only grows the backlog. Once the queue has drained, a job still waiting gets its task again."""
+    record, _ = ctx.store.create(make_record())
+    ctx.settings = ctx.settings.model_copy(update={"requeue_after_s": 0})
+    ctx.redis.lpush(DEFAULT_QUEUE, "a message not yet taken")
+    try:
+        sync_jobs(ctx)
+        assert enqueued == []
+    finally:
+        ctx.redis.delete(DEFAULT_QUEUE)
     sync_jobs(ctx)
     assert enqueued == [(SUBMIT_TASK, record.name)]
 
