@@ -24,7 +24,7 @@ from bench.core import Figure
 
 def test_every_benchmark_module_is_discovered() -> None:
     assert {"sync_bench", "list_bench", "memory_bench", "api_bench", "broker_bench", "model_scale", "storage_bench",
-            "runner_bench"} <= set(runner.discover())
+            "runner_bench", "data_scale"} <= set(runner.discover())
     assert "_gpu_check" not in runner.discover()  # bench/gpu_check.sh's, for a GPU machine: not in `make bench`
 
 
