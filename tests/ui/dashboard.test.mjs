@@ -59,8 +59,10 @@ test('with a token it lists the jobs of the live API, filters them and refreshes
   await shot(page, 'dashboard-jobs');
 
   await page.click('button[data-filter=running]');
-  await page.waitForFunction(() => [...document.querySelectorAll('#jobs tbody tr')].every((r) => r.dataset.status === 'running')
-    && document.querySelector('button[data-filter=running]').getAttribute('aria-pressed') === 'true');
+  // The table is redrawn for the filter: wait until its rows are drawn (an empty, still-loading table would pass
+  // an "every row is running" check vacuously).
+  await page.waitForSelector('#jobs[data-filter=running][aria-busy=false]');
+  assert.equal(await page.getAttribute('button[data-filter=running]', 'aria-pressed'), 'true');
   const running = await page.$$eval('#jobs tbody tr', (rows) => rows.map((r) => r.dataset.name));
   assert.deepEqual(running, (await api('/train?status=running')).body.jobs.map((j) => j.name));
   assert.ok(running.length >= 1);

@@ -7,7 +7,7 @@ import { jobPage } from './job.js';
 const REFRESH_MS = 3000;
 const PAGE_SIZE = 50;
 const main = () => document.getElementById('main');
-const state = { timer: null, view: null, statuses: null, filter: '' };
+const state = { timer: null, view: null, loop: 0, statuses: null, filter: '' };
 
 function setRefreshed(text) {
   document.getElementById('refreshed').textContent = text;
@@ -23,9 +23,11 @@ function stopRefresh() {
 }
 
 // Run `refresh` now and, while "live" is on, again every REFRESH_MS; a 401/403 anywhere signs out.
+// Each call starts a new loop; an older loop whose refresh was still in flight stops instead of re-arming.
 function keepFresh(view, refresh) {
   stopRefresh();
   state.view = view;
+  const loop = ++state.loop;
   const tick = async () => {
     try {
       await refresh();
@@ -34,7 +36,7 @@ function keepFresh(view, refresh) {
       if (err instanceof Unauthorized) return signOut(`The API refused the token: ${err.message}`);
       setRefreshed(`refresh failed: ${err.message}`);
     }
-    if (state.view === view && live()) state.timer = window.setTimeout(tick, REFRESH_MS);
+    if (state.loop === loop && state.view === view && live()) state.timer = window.setTimeout(tick, REFRESH_MS);
   };
   return tick();
 }
@@ -97,7 +99,8 @@ async function listPage() {
   const body = el('tbody', { id: 'job-rows' });
   const more = el('button', { type: 'button', id: 'more', class: 'quiet', hidden: true }, 'Load more');
   const note = el('p', { id: 'list-note', class: 'muted' });
-  const table = el('table', { id: 'jobs', class: 'jobs' },
+  // aria-busy stays true until the rows for the current filter are drawn (screen readers and tests wait on it).
+  const table = el('table', { id: 'jobs', class: 'jobs', 'aria-busy': 'true', dataset: { filter: state.filter || 'all' } },
     el('thead', {}, el('tr', {}, ['name', 'status', 'framework', 'model', 'nodes × GPUs', 'attempt', 'updated',
       'detail'].map((h) => el('th', {}, h)))), body);
   clear(main()).append(el('section', { class: 'panel' }, el('h2', {}, 'Jobs'), filters, table, note, more));
@@ -134,6 +137,7 @@ async function listPage() {
     note.textContent = page.body.jobs.length ? '' : `No ${state.filter || ''} jobs.`.replace('  ', ' ');
     cursor = page.body.next_cursor;
     more.hidden = !cursor;
+    table.setAttribute('aria-busy', 'false');
   });
 }
 
