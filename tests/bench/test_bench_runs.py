@@ -10,6 +10,7 @@ import pytest
 
 from bench import __main__ as runner
 from bench import (
+    _submit_profile,
     api_bench,
     broker_bench,
     list_bench,
@@ -62,6 +63,13 @@ def test_api_and_broker_benchmarks_run_at_a_tiny_size() -> None:
     assert all(f.baseline and f.value > 0 for f in api)
     broker = broker_bench.figures(samples=3, load_seconds=1, throughput_jobs=10)
     assert len(broker) == 5 and all(f.value > 0 for f in broker)
+
+
+def test_the_submit_profile_submits_every_job_and_splits_the_cpu_at_a_tiny_size() -> None:
+    cost = _submit_profile.measure(jobs=5, warmup=2, tree=True)
+    assert cost.outcomes == {"submitted"}
+    assert cost.wall_ms > 0 and cost.logic_cpu_ms > 0  # the other processes' CPU is in 10 ms ticks: 0 at this size
+    assert cost.emulator_cpu_ms >= 0 and cost.redis_cpu_ms >= 0 and "submit_job" in cost.tree
 
 
 @pytest.mark.slow
