@@ -4,7 +4,7 @@ Same tiny model (`trainer.tiny`), batch 4 × 128 tokens, the same number of step
 `OMP_NUM_THREADS=1`. The figure is seconds per step in steady state: from the end of step WARMUP to the end of the
 last step — for the runners from `elapsed_s` of their `logs/metrics.jsonl` (logged every step), for the baselines
 (`bench/_bare_loop.py`) from their own clock over the same window. Start-up, data preparation and the final
-checkpoint are outside the window. The runner and its baseline run one after the other, twice, alternating; the
+checkpoint are outside the window. The runner and its baseline run one after the other, three times, alternating; the
 best of each is kept. Target ≤ 1.05.
 
 Run: `.venv/bin/python -m bench.runner_bench [--steps 200] [--warmup 20]`, or through `make bench`.
@@ -75,14 +75,14 @@ def figures(steps: int, warmup: int, repeats: int = 2, frameworks: tuple[str, ..
 
 
 def run(quick: bool) -> list[Figure]:
-    return figures(12, 4, repeats=1) if quick else figures(200, 20)
+    return figures(12, 4, repeats=1) if quick else figures(200, 20, repeats=3)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     print(table(figures(args.steps, args.warmup, args.repeats)))
 

@@ -42,15 +42,21 @@ def churn(extra_env: dict[str, str]) -> dict[str, int]:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
 def test_freed_tensors_leave_the_process() -> None:
-    got = churn({})
+    got = churn({"WORLD_SIZE": "2"})  # one rank of two: the default threshold
     assert got["set"] == DEFAULT_THRESHOLD
     assert got["retained_mb"] < 40, got  # 320 MB allocated per round, none of it kept
-    control = churn({"TRAINER_MALLOC_MMAP_THRESHOLD": "0"})  # glibc's dynamic threshold: the heap keeps it
-    assert control["set"] == 0 and control["retained_mb"] > 200, control
+    control = churn({"TRAINER_MALLOC_MMAP_THRESHOLD": "0", "WORLD_SIZE": "2"})  # glibc's dynamic threshold:
+    assert control["set"] == 0 and control["retained_mb"] > 200, control      # the heap keeps it
+    single = churn({"WORLD_SIZE": "1"})  # a single process keeps glibc's default, unless told
+    assert single["set"] == 0 and single["retained_mb"] > 200, single
+    told = churn({"WORLD_SIZE": "1", "TRAINER_MALLOC_MMAP_THRESHOLD": str(DEFAULT_THRESHOLD)})
+    assert told["set"] == DEFAULT_THRESHOLD and told["retained_mb"] < 40, told
 
 
 def test_threshold_from_the_environment() -> None:
-    assert mmap_threshold({}) == DEFAULT_THRESHOLD
+    assert mmap_threshold({"WORLD_SIZE": "16"}) == DEFAULT_THRESHOLD
+    assert mmap_threshold({}) == 0 and mmap_threshold({"WORLD_SIZE": "1"}) == 0  # one process: glibc's default
+    assert mmap_threshold({"WORLD_SIZE": "1", "TRAINER_MALLOC_MMAP_THRESHOLD": "4194304"}) == 4 << 20
     assert mmap_threshold({"TRAINER_MALLOC_MMAP_THRESHOLD": "4194304"}) == 4 << 20
     assert mmap_threshold({"TRAINER_MALLOC_MMAP_THRESHOLD": "0"}) == 0
     assert mmap_threshold({"MALLOC_MMAP_THRESHOLD_": "65536"}) == 0  # glibc already read the user's own setting

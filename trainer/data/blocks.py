@@ -52,10 +52,10 @@ class TokenBlocks:
         out = np.empty((len(rows), self.block_size), dtype=np.int64)
         if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
             raise IndexError(f"block index out of range (0..{len(self) - 1})")
-        chunk = np.searchsorted(self._starts, rows, side="right") - 1
-        for c in np.unique(chunk):
-            chosen = chunk == c
-            out[chosen] = self._chunks[c][rows[chosen] - self._starts[c]]
+        chunks = (np.searchsorted(self._starts, rows, side="right") - 1).tolist()
+        starts = self._starts.tolist()
+        for i, (row, c) in enumerate(zip(rows.tolist(), chunks, strict=True)):  # a batch is a few rows: copy each
+            out[i] = self._chunks[c][row - starts[c]]
         return torch.from_numpy(out)
 
 
