@@ -11,6 +11,24 @@ from typing import Any, Protocol
 
 PyTorchJob = dict[str, Any]
 
+#: What a LIST keeps of each object's metadata: the sync's view (`status_view`).
+_LISTED_METADATA = ("name", "namespace", "uid", "labels", "annotations", "resourceVersion", "creationTimestamp")
+
+
+def status_view(obj: PyTorchJob) -> PyTorchJob:
+    """The object as the status sync reads it: identity, labels and annotations, `spec.runPolicy` (Kueue's
+    `suspend`) and the whole `status`, without the replica specs (pod templates: containers, env, args, volumes)
+    and `managedFields` — most of an object's size, so a LIST of many objects holds a few hundred bytes each."""
+    metadata = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    view: PyTorchJob = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
+                        "metadata": {k: metadata[k] for k in _LISTED_METADATA if k in metadata}}
+    if "runPolicy" in spec:
+        view["spec"] = {"runPolicy": spec["runPolicy"]}
+    if "status" in obj:
+        view["status"] = obj["status"]
+    return view
+
 
 class ClusterBackend(Protocol):
     def create(self, job: PyTorchJob) -> PyTorchJob:
@@ -22,7 +40,8 @@ class ClusterBackend(Protocol):
         ...
 
     def list(self, namespace: str, label_selector: str) -> list[PyTorchJob]:
-        """Every object in the namespace matching the selector (all pages)."""
+        """Every object in the namespace matching the selector (all pages), each as its `status_view`: the sync's
+        memory then grows by a few hundred bytes per object, not by whole pod templates."""
         ...
 
     def delete(self, namespace: str, name: str, uid: str | None = None) -> bool:

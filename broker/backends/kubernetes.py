@@ -26,7 +26,7 @@ from kubernetes.config.config_exception import ConfigException
 from kubernetes.utils.quantity import parse_quantity
 
 from broker.backends import errors
-from broker.backends.base import PyTorchJob
+from broker.backends.base import PyTorchJob, status_view
 
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
 GPU_QUOTA_KEYS = ("requests.nvidia.com/gpu", "nvidia.com/gpu")
@@ -121,7 +121,7 @@ class KubernetesBackend:
                     _continue=token, _request_timeout=self.timeout,
                 )
             body = _as_dict(page)
-            items.extend(body.get("items") or [])
+            items.extend(status_view(item) for item in body.get("items") or [])  # page by page: specs dropped
             token = (body.get("metadata") or {}).get("continue") or None
             if not token:
                 return items

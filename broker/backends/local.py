@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.backends import local_procs as procs
-from broker.backends.base import PyTorchJob
+from broker.backends.base import PyTorchJob, status_view
 from broker.backends.errors import AlreadyExists, ClusterError, Conflict, Invalid
 from broker.backends.local_files import DELETED_DIR, OBJECT_FILE, STATE_FILE, job_dir, log_files
 from broker.backends.local_files import read_json as _read_json
@@ -264,7 +264,7 @@ class LocalBackend:
             hidden = directory.name.startswith(".") or not directory.is_dir()
             stored = None if hidden else _read_json(directory / OBJECT_FILE)
             if stored and matches_selector(stored["metadata"].get("labels") or {}, label_selector):
-                out.append(self._with_status(directory, stored))
+                out.append(status_view(self._with_status(directory, stored)))
         return out
 
     def delete(self, namespace: str, name: str, uid: str | None = None) -> bool:

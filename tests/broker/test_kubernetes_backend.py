@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from broker.backends import errors
@@ -50,6 +52,21 @@ def test_list_follows_every_page_and_filters_by_label(kube: KubernetesBackend, e
     names = sorted(o["metadata"]["name"] for o in kube.list("ml", MANAGED_SELECTOR))
     assert names == [f"hf-run-{i}" for i in range(5)]
     assert emulator.calls("list", "ml") == 3  # page size 2: 2 + 2 + 1
+
+
+def test_a_listed_object_keeps_what_the_sync_reads_and_not_its_pod_templates(
+    kube: KubernetesBackend, emulator: K8sEmulator
+) -> None:
+    created = kube.create(job("slim"))
+    emulator.set_condition("ml", "hf-slim", "Running")
+    [listed] = kube.list("ml", MANAGED_SELECTOR)
+    assert listed["metadata"]["name"] == "hf-slim" and listed["metadata"]["uid"] == created["metadata"]["uid"]
+    assert listed["metadata"]["labels"] == created["metadata"]["labels"]
+    assert listed["spec"] == {"runPolicy": created["spec"]["runPolicy"]}  # no pytorchReplicaSpecs
+    assert [c["type"] for c in listed["status"]["conditions"]][-1] == "Running"
+    full = kube.get("ml", "hf-slim")
+    assert full is not None and "pytorchReplicaSpecs" in full["spec"]  # a GET still answers the whole object
+    assert len(json.dumps(listed)) * 2 < len(json.dumps(full))
 
 
 def test_delete_uses_background_propagation_and_a_missing_object_is_false(
