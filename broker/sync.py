@@ -125,7 +125,8 @@ def sync_cluster_status(ctx: BrokerContext, report: SyncReport) -> None:
         if not records:
             continue
         try:
-            objects = ctx.backend.list(namespace, MANAGED_SELECTOR)
+            objects = ctx.backend.list(namespace, MANAGED_SELECTOR,
+                                       only={r.cluster_object or r.object_name() for r in records})
         except ClusterError as exc:
             log.warning("status sync: LIST in namespace %s failed, trying next cycle: %s", namespace, exc)
             continue

@@ -7,6 +7,7 @@ status sync maps one shape whatever the backend. They raise only the errors in `
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, Protocol
 
 PyTorchJob = dict[str, Any]
@@ -39,9 +40,11 @@ class ClusterBackend(Protocol):
         """The object, or None when it does not exist."""
         ...
 
-    def list(self, namespace: str, label_selector: str) -> list[PyTorchJob]:
-        """Every object in the namespace matching the selector (all pages), each as its `status_view`: the sync's
-        memory then grows by a few hundred bytes per object, not by whole pod templates."""
+    def list(self, namespace: str, label_selector: str,
+             only: Collection[str] | None = None) -> list[PyTorchJob]:
+        """Every object in the namespace matching the selector (all pages), each as its `status_view`; with `only`,
+        just the objects of those names, kept page by page — so the sync holds the jobs it follows, not every
+        finished object the namespace still has."""
         ...
 
     def delete(self, namespace: str, name: str, uid: str | None = None) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -104,14 +104,14 @@ class KubernetesBackend:
             return None
         return _as_dict(found)
 
-    def list(self, namespace: str, label_selector: str) -> JobList:
+    def list(self, namespace: str, label_selector: str, only: Collection[str] | None = None) -> JobList:
         """All pages of the LIST; a continue token that expired (410) restarts the LIST once."""
         try:
-            return self._list_pages(namespace, label_selector)
+            return self._list_pages(namespace, label_selector, only)
         except Expired:
-            return self._list_pages(namespace, label_selector)
+            return self._list_pages(namespace, label_selector, only)
 
-    def _list_pages(self, namespace: str, label_selector: str) -> JobList:
+    def _list_pages(self, namespace: str, label_selector: str, only: Collection[str] | None) -> JobList:
         items: JobList = []
         token: str | None = None
         while True:
@@ -121,7 +121,8 @@ class KubernetesBackend:
                     _continue=token, _request_timeout=self.timeout,
                 )
             body = _as_dict(page)
-            items.extend(status_view(item) for item in body.get("items") or [])  # page by page: specs dropped
+            items.extend(status_view(item) for item in body.get("items") or []  # page by page: specs dropped
+                         if only is None or (item.get("metadata") or {}).get("name") in only)
             token = (body.get("metadata") or {}).get("continue") or None
             if not token:
                 return items

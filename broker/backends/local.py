@@ -44,6 +44,7 @@ import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -255,13 +256,14 @@ class LocalBackend:
         stored = _read_json(directory / OBJECT_FILE)
         return None if stored is None else self._with_status(directory, stored)
 
-    def list(self, namespace: str, label_selector: str) -> list[PyTorchJob]:
+    def list(self, namespace: str, label_selector: str, only: Collection[str] | None = None) -> list[PyTorchJob]:
         root = self.workdir / namespace
         if not root.is_dir():
             return []
         out = []
         for directory in sorted(root.iterdir()):
-            hidden = directory.name.startswith(".") or not directory.is_dir()
+            hidden = directory.name.startswith(".") or not directory.is_dir() or (
+                only is not None and directory.name not in only)
             stored = None if hidden else _read_json(directory / OBJECT_FILE)
             if stored and matches_selector(stored["metadata"].get("labels") or {}, label_selector):
                 out.append(status_view(self._with_status(directory, stored)))

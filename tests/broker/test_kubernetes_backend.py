@@ -54,6 +54,15 @@ def test_list_follows_every_page_and_filters_by_label(kube: KubernetesBackend, e
     assert emulator.calls("list", "ml") == 3  # page size 2: 2 + 2 + 1
 
 
+def test_a_list_of_some_names_reads_every_page_and_keeps_only_those(kube: KubernetesBackend,
+                                                                    emulator: K8sEmulator) -> None:
+    for i in range(5):
+        kube.create(job(f"run-{i}"))
+    kept = kube.list("ml", MANAGED_SELECTOR, only={"hf-run-1", "hf-run-4", "hf-gone"})
+    assert sorted(o["metadata"]["name"] for o in kept) == ["hf-run-1", "hf-run-4"]
+    assert emulator.calls("list", "ml") == 3  # still one LIST, every page of it
+
+
 def test_a_listed_object_keeps_what_the_sync_reads_and_not_its_pod_templates(
     kube: KubernetesBackend, emulator: K8sEmulator
 ) -> None:
