@@ -21,7 +21,8 @@ SURE_429 = 3
 
 def retry_gaps(stack: Stack) -> tuple[int, float | None]:
     """How many retries followed a 429 on a create, and the smallest `gap − Retry-After` among them (seconds;
-    the gap runs from the moment the 429 was sent to the moment the next create of that object arrived)."""
+    the gap runs from the moment the emulator started writing the 429 — before which no client can have read it —
+    to the moment the next create of that object arrived)."""
     by_object: dict[tuple[str, str], list] = {}  # type: ignore[type-arg]
     for entry in list(stack.emulator.requests):
         if entry.verb == "create":
@@ -29,8 +30,8 @@ def retry_gaps(stack: Stack) -> tuple[int, float | None]:
     margins = []
     for entries in by_object.values():
         for first, second in zip(entries, entries[1:], strict=False):
-            if first.code == 429 and first.done is not None:
-                margins.append(second.at - first.done - RETRY_AFTER_S)
+            if first.code == 429 and first.sent is not None:
+                margins.append(second.at - first.sent - RETRY_AFTER_S)
     return len(margins), min(margins) if margins else None
 
 

@@ -45,6 +45,10 @@ class RequestEntry:
     code: int | None = None
     fault: str | None = None
     done: float | None = None
+    #: When the answer started to be written: no client can have read it earlier (`done` comes after the write, and
+    #: on a loaded machine the thread may be preempted between the two — a client already waiting on a
+    #: Retry-After then looks early by that much).
+    sent: float | None = None
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -70,6 +74,7 @@ class Handler(BaseHTTPRequestHandler):
         self._serve("PATCH")
 
     def _serve(self, method: str) -> None:
+        self._entry: RequestEntry | None = None  # a kept-alive connection serves several requests
         split = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(split.query).items()}
         length = int(self.headers.get("Content-Length") or 0)
@@ -87,6 +92,7 @@ class Handler(BaseHTTPRequestHandler):
             generation = self.emu.generation
         fault = self.emu.take_fault(verb)
         entry.fault = fault.kind if fault else None
+        self._entry = entry
         entry.code = self._answer(fault, generation, verb, namespace, name, query, raw)
         entry.done = time.time()
 
@@ -142,6 +148,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send(self, code: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode()
+        if self._entry is not None:
+            self._entry.sent = time.time()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
