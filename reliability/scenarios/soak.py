@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import psutil
@@ -57,15 +58,20 @@ def run(workdir: Path, quick: bool) -> Row:
         samples: dict[str, list[tuple[float, float]]] = {"API": [], "worker": [], "beat": [], "redis keys": []}
 
         def operator() -> None:  # plays the Training Operator: every job succeeds a few seconds after creation
-            seen: dict[str, float] = {}
+            # It follows the emulator's request log (each create, once) rather than copying every object of the
+            # namespace each second: that copy ran under the emulator's lock and grew with the objects kept.
+            read, pending, waiting = 0, [], deque[tuple[float, str]]()
             while not done.is_set():
                 now = time.monotonic()
-                for obj in stack.emulator.objects("rel"):
-                    name = obj["metadata"]["name"]
-                    if (obj.get("status") or {}).get("conditions"):
-                        continue
-                    if now - seen.setdefault(name, now) > 3:
-                        stack.emulator.set_condition("rel", name, "Succeeded")
+                with stack.emulator.lock:
+                    new = stack.emulator.requests[read:]
+                read += len(new)
+                pending += [e for e in new if e.verb == "create" and e.namespace == "rel"]
+                answered = [e for e in pending if e.done is not None]  # the code is set once the answer is sent
+                pending = [e for e in pending if e.done is None]
+                waiting.extend((now, e.name) for e in answered if e.code in (200, 201))
+                while waiting and now - waiting[0][0] > 3:
+                    stack.emulator.set_condition("rel", waiting.popleft()[1], "Succeeded")
                 time.sleep(1)
 
         def sampler() -> None:
