@@ -23,6 +23,7 @@ one process or under DDP on any world size.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,11 +87,11 @@ def remove_own_files(folder: Path, rank: int) -> None:
     `save_shard()` returned; another rank's may still be uploading, so only ours), then the folder once empty."""
     for path in own_files(folder, rank).values():
         path.unlink(missing_ok=True)
-    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+    # Deepest first; the other ranks prune the same folder at the same time, so a subfolder may vanish under the
+    # walk (os.walk skips it, where rglob raised FileNotFoundError: a fresh-clone `make test` lost rank 1 to it).
+    for root, _dirs, _files in os.walk(folder, topdown=False):
         with contextlib.suppress(OSError):
-            sub.rmdir()
-    with contextlib.suppress(OSError):
-        folder.rmdir()
+            os.rmdir(root)
 
 
 class CPUCapableFSDPStrategy(FSDPStrategy):

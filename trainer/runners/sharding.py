@@ -17,6 +17,7 @@ files (`safe_open(...).get_slice`): peak host memory per rank is its share of th
 from __future__ import annotations
 
 import logging
+import os
 import re
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -194,12 +195,14 @@ def own_files(folder: Path, rank: int) -> dict[str, Path]:
     """The files of a sharded checkpoint `folder` (relative path -> file) that `rank` uploads: those it wrote itself,
     its `__<rank>_*.distcp` DCP shards and (hf) its `rng_state_<rank>.pth`; rank 0 uploads everything else."""
     files = {}
-    for path in sorted(folder.rglob("*")):
-        if not path.is_file():
-            continue
-        rel = path.relative_to(folder).as_posix()
-        match = _RANK_FILE.search(rel)
-        owner = int(match.group(1) or match.group(2)) if match else 0
-        if owner == rank:
-            files[rel] = path
-    return files
+    for root, _dirs, names in os.walk(folder):  # unlike rglob, skips a subfolder another rank removes meanwhile
+        for name in names:
+            path = Path(root) / name
+            if not path.is_file():
+                continue
+            rel = path.relative_to(folder).as_posix()
+            match = _RANK_FILE.search(rel)
+            owner = int(match.group(1) or match.group(2)) if match else 0
+            if owner == rank:
+                files[rel] = path
+    return dict(sorted(files.items()))
